@@ -1,0 +1,71 @@
+"""Small helpers used across the package: atomic writes, geometric means, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(data: object, path: str | os.PathLike) -> None:
+    write_text_atomic(json.dumps(data, indent=2) + "\n", path)
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, **kwargs) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    frame.to_csv(tmp, index=kwargs.pop("index", False), **kwargs)
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    with tmp.open("wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def geometric_mean(arrays: list[np.ndarray], eps: float = 1e-12) -> np.ndarray:
+    """Element-wise geometric mean exp(mean(log x)) of equally shaped arrays.
+
+    Probabilities are floored at `eps` so an exact 0 does not zero the whole blend.
+    """
+    if not arrays:
+        raise ValueError("geometric_mean needs at least one array")
+    stacked = np.stack([np.asarray(a, dtype=np.float64) for a in arrays])
+    return np.exp(np.log(np.clip(stacked, eps, None)).mean(axis=0))
+
+
+CHECKPOINT_PATTERN = re.compile(r"^model-(\d+)-(-?\d+(?:\.\d+)?)\.pth$")
+
+
+def best_checkpoint(fold_dir: str | os.PathLike) -> tuple[Path, float] | None:
+    """The `model-EEE-S.pth` with the highest score S in a fold folder, or None."""
+    best = None
+    for path in Path(fold_dir).glob("model-*.pth"):
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match:
+            score = float(match.group(2))
+            if best is None or score > best[1]:
+                best = (path, score)
+    return best

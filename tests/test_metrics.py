@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import label_ranking_average_precision_score
+
+from src.metrics import (
+    Lwlrap,
+    MultiAccuracy,
+    lwlrap,
+    lwlrap_per_class,
+    multi_accuracy,
+    per_clip_lwlrap,
+)
+
+
+def direct_lwlrap(truth, scores):
+    """The definition, one positive label at a time (independent of the vectorised code)."""
+    n_classes = truth.shape[1]
+    sums, counts = np.zeros(n_classes), np.zeros(n_classes)
+    for labels, row in zip(truth, scores):
+        ranks = {c: 1 + sum(row[o] > row[c] for o in range(n_classes)) for c in range(n_classes)}
+        positives = [c for c in range(n_classes) if labels[c] > 0]
+        for c in positives:
+            hits = sum(ranks[o] <= ranks[c] for o in positives)
+            sums[c] += hits / ranks[c]
+            counts[c] += 1
+    per_class = sums / np.maximum(1, counts)
+    weights = counts / counts.sum()
+    return per_class, weights
+
+
+def random_problem(seed, n=60, classes=12):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, classes)) < 0.15).astype(np.float32)
+    truth[np.arange(n), rng.integers(0, classes, n)] = 1  # at least one label each
+    scores = rng.random((n, classes))  # continuous: no ties
+    return truth, scores
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lwlrap_equals_the_direct_definition(seed):
+    truth, scores = random_problem(seed)
+    per_class, weights = lwlrap_per_class(truth, scores)
+    expected_per_class, expected_weights = direct_lwlrap(truth, scores)
+    np.testing.assert_allclose(per_class, expected_per_class, atol=1e-12)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-12)
+    assert lwlrap(truth, scores) == pytest.approx(float(expected_per_class @ expected_weights))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lwlrap_equals_sklearn_lrap_weighted_by_positives(seed):
+    truth, scores = random_problem(seed)
+    expected = label_ranking_average_precision_score(truth, scores, sample_weight=truth.sum(axis=1))
+    assert lwlrap(truth, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_lwlrap_known_values():
+    truth = np.array([[1, 0, 0], [0, 1, 1]])
+    scores = np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]])
+    # Sample 1: class 0 at rank 1 -> 1.
+    # Sample 2: class 1 at rank 2 -> 1/2, class 2 at rank 3 -> 2/3.
+    per_class, weights = lwlrap_per_class(truth, scores)
+    np.testing.assert_allclose(per_class, [1.0, 0.5, 2 / 3])
+    np.testing.assert_allclose(weights, [1 / 3, 1 / 3, 1 / 3])
+    assert lwlrap(truth, scores) == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+    assert lwlrap(truth, truth.astype(float)) == pytest.approx(1.0)
+
+
+def test_samples_without_labels_are_ignored_and_ties_break_by_class_index():
+    truth = np.array([[0, 0, 0], [1, 0, 0]])
+    scores = np.array([[0.3, 0.3, 0.3], [0.5, 0.5, 0.5]])
+    # Stable ranking: class 0 is ranked first among equal scores.
+    assert lwlrap(truth, scores) == 1.0
+    with pytest.raises(ValueError, match="equal 2-D shapes"):
+        lwlrap(truth, scores[:, :2])
+
+
+def test_per_clip_lwlrap_matches_sklearn_per_sample():
+    truth, scores = random_problem(7, n=20)
+    expected = [
+        label_ranking_average_precision_score(t[None], s[None]) for t, s in zip(truth, scores)
+    ]
+    np.testing.assert_allclose(per_clip_lwlrap(truth, scores), expected, atol=1e-12)
+    assert np.isnan(per_clip_lwlrap(np.zeros((1, 3)), np.ones((1, 3))))[0]
+
+
+def test_multi_accuracy_requires_every_class_to_match():
+    truth = np.array([[1, 0], [1, 1], [0, 0]])
+    scores = np.array([[0.9, 0.1], [0.9, 0.4], [0.2, 0.2]])
+    assert multi_accuracy(truth, scores) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        multi_accuracy(np.zeros((0, 2)), np.zeros((0, 2)))
+
+
+def test_argus_metric_wrappers_accumulate_batches():
+    truth, scores = random_problem(3)
+    for metric, reference in ((Lwlrap(), lwlrap), (MultiAccuracy(), multi_accuracy)):
+        metric.reset()
+        for start in range(0, len(truth), 16):
+            metric.update(
+                {
+                    "prediction": torch.tensor(scores[start : start + 16]),
+                    "target": torch.tensor(truth[start : start + 16]),
+                }
+            )
+        assert metric.compute() == pytest.approx(reference(truth, scores))
+    assert (Lwlrap.name, Lwlrap.better, MultiAccuracy.name) == ("lwlrap", "max", "multi_accuracy")

@@ -1,0 +1,74 @@
+"""SkipAttention: the shared trunk of all three architectures, with one output (spec 4.2)."""
+
+import torch
+from torch import nn
+
+from src.models.blocks import (
+    ConvBlock,
+    ConvolutionalBlockAttentionModule,
+    SkipBlock,
+    classifier_head,
+    global_avg_pool,
+)
+
+# The three skip branches and conv4 all have this many channels, in units of base_size.
+SKIP_WIDTH = 8
+
+
+class SkipAttention(nn.Module):
+    """Four ConvBlocks with three pooled skip branches, CBAM over their concatenation, a merge
+    conv, global average pooling and the classifier head.
+
+    Input (B, 3, H, W) with H and W divisible by 16; output logits (B, num_classes).
+    Subclasses reuse the trunk through `features` and change the summary through `pool`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        base_size: int = 64,
+        dropout: float = 0.2,
+        ratio: int = 16,
+        kernel_size: int = 7,
+        last_filters: int = 8,
+        last_fc: int = 2,
+    ) -> None:
+        super().__init__()
+        skip_channels = base_size * SKIP_WIDTH
+        self.conv1 = ConvBlock(3, base_size)
+        self.skip1 = SkipBlock(base_size, skip_channels, scale_factor=8)
+        self.conv2 = ConvBlock(base_size, base_size * 2)
+        self.skip2 = SkipBlock(base_size * 2, skip_channels, scale_factor=4)
+        self.conv3 = ConvBlock(base_size * 2, base_size * 4)
+        self.skip3 = SkipBlock(base_size * 4, skip_channels, scale_factor=2)
+        self.conv4 = ConvBlock(base_size * 4, skip_channels)
+        concat_channels = skip_channels * 4
+        self.attention = ConvolutionalBlockAttentionModule(concat_channels, ratio, kernel_size)
+        self.merge = SkipBlock(concat_channels, base_size * last_filters, scale_factor=1)
+        self.fc = classifier_head(
+            base_size * last_filters, base_size * last_fc, num_classes, dropout
+        )
+
+    def features(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The merged map (B, base_size*last_filters, H/16, W/16) and the skips (skip1..skip3)."""
+        x = self.conv1(x)
+        skip1 = self.skip1(x)
+        x = self.conv2(x)
+        skip2 = self.skip2(x)
+        x = self.conv3(x)
+        skip3 = self.skip3(x)
+        x = self.conv4(x)
+        # spec 4.1: the concatenation order is [conv4, skip1, skip2, skip3].
+        x = torch.cat([x, skip1, skip2, skip3], dim=1)
+        merged = self.merge(self.attention(x))
+        return merged, (skip1, skip2, skip3)
+
+    def pool(self, merged: torch.Tensor) -> torch.Tensor:
+        """Summarise the merged map into one vector per clip (B, C)."""
+        return global_avg_pool(merged)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        merged, _ = self.features(x)
+        return self.fc(self.pool(merged))

@@ -1,0 +1,155 @@
+"""Data and per-fold setup of a first-level (CNN) experiment."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from src.argus_models import FreesoundModel, model_params
+from src.cache import Extraction, SpectrogramStore
+from src.config import Paths, Vocabulary
+from src.datasets import (
+    NOISY_FLAG,
+    ClipDataset,
+    EpochSampler,
+    LabelTables,
+    ProbabilityMix,
+    curated_store,
+    load_label_tables,
+    noisy_store,
+)
+from src.metrics import Lwlrap, MultiAccuracy
+from src.mixers import get_mixer
+from src.training import FoldParts
+from src.transforms import get_transforms
+
+log = logging.getLogger(__name__)
+
+CORRECTIONS_MODES = ("required", "if-present", "none")
+
+
+@dataclass
+class RunOptions:
+    """How (not what) to train: none of these enter the experiment's configuration."""
+
+    device: str = "cpu"
+    amp: str = "off"
+    seed: int = 2019
+    workers: int = 0
+    channels_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class FirstLevelData:
+    config: dict
+    vocabulary: Vocabulary
+    tables: LabelTables
+    probabilities: dict[str, float]
+    curated: SpectrogramStore
+    noisy: SpectrogramStore | None
+
+
+def load_first_level_data(
+    config: dict,
+    paths: Paths,
+    vocabulary: Vocabulary,
+    corrections: str = "required",
+    extraction: Extraction | None = None,
+) -> FirstLevelData:
+    """Spectrogram stores and label tables, loaded once for all folds."""
+    if corrections not in CORRECTIONS_MODES:
+        raise ValueError(f"corrections must be one of {CORRECTIONS_MODES}")
+    probabilities = {
+        name: float(config["datasets"].get(name, 0.0)) for name in ("noisy", "corrected", "curated")
+    }
+    need_noisy = probabilities["noisy"] > 0 or probabilities["corrected"] > 0
+    files = {} if corrections == "none" else config["corrections"]
+    tables = load_label_tables(paths, vocabulary, files, need_noisy, corrections == "if-present")
+    if probabilities["corrected"] > 0 and tables.corrected.empty:
+        # Only reachable without noisy corrections (smoke runs, --no-corrections): the
+        # corrected clips were BCE-trained like curated ones, so curated takes their share.
+        log.warning(
+            "no corrected noisy clips: their sampling probability %.2f moves to the curated set",
+            probabilities["corrected"],
+        )
+        probabilities["curated"] += probabilities.pop("corrected")
+        probabilities["corrected"] = 0.0
+    return FirstLevelData(
+        config=config,
+        vocabulary=vocabulary,
+        tables=tables,
+        probabilities=probabilities,
+        curated=curated_store(paths, extraction),
+        noisy=noisy_store(paths, extraction) if need_noisy else None,
+    )
+
+
+def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldParts:
+    """Fresh model, loaders and metrics of one fold: validate on fold `fold`, train on the rest."""
+    config, vocabulary, tables = data.config, data.vocabulary, data.tables
+    crop = int(config["crop_size"])
+    train_transform = get_transforms(True, crop, **config["transforms"])
+    mixer_config = config["mixer"]
+    mixer = get_mixer(
+        mixer_config["prob"],
+        tuple(mixer_config["sigmoid_range"]),
+        tuple(mixer_config["p"]),
+        mixer_config["alpha_dist"],
+    )
+    curated = tables.curated
+    train_curated = curated[curated["fold"] != fold]
+    val_curated = curated[curated["fold"] == fold]
+
+    def clips(table, store, name, transform, with_mixer):
+        return ClipDataset(
+            store,
+            table["fname"].tolist(),
+            vocabulary.encode_many(table["labels"].tolist()),
+            NOISY_FLAG[name],
+            transform,
+            mixer if with_mixer else None,
+        )
+
+    sets, probabilities = [], []
+    for name, table, store in (
+        ("noisy", tables.noisy, data.noisy),
+        ("corrected", tables.corrected, data.noisy),
+        ("curated", train_curated, data.curated),
+    ):
+        if data.probabilities[name] > 0:
+            sets.append(clips(table, store, name, train_transform, True))
+            probabilities.append(data.probabilities[name])
+    size = int(config["epoch_size"])
+    train_set = ProbabilityMix(sets, probabilities, size, seed=(options.seed, fold))
+    sampler = EpochSampler(size, options.rank, options.world_size)
+    val_set = clips(val_curated, data.curated, "curated", get_transforms(False, crop), False)
+
+    on_gpu = torch.device(options.device).type == "cuda"
+    loader_options = {
+        "num_workers": options.workers,
+        "pin_memory": on_gpu,
+        "persistent_workers": options.workers > 0,
+    }
+    train_loader = DataLoader(
+        train_set,
+        batch_size=int(config["batch_size"]) // options.world_size,
+        sampler=sampler,
+        drop_last=True,
+        **loader_options,
+    )
+    val_loader = DataLoader(
+        val_set, batch_size=int(config["val_batch_size"]), shuffle=False, **loader_options
+    )
+
+    torch.manual_seed(int(np.random.default_rng([options.seed, fold]).integers(2**31)))
+    params = model_params(
+        config, len(vocabulary), options.device, options.amp, options.channels_last
+    )
+    model = FreesoundModel(params)
+    return FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])

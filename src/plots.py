@@ -1,0 +1,84 @@
+"""Pictures of results: training curves, per-class lwlrap, spectrograms (PNG, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; the live demo picks its own interactive backend
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def _save(figure, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(tmp, path)
+
+
+def plot_training_curves(
+    csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str
+) -> None:
+    """Losses, validation lwlrap and learning rate per epoch, from argus's CSV log."""
+    log = pd.read_csv(csv_path)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for column in ("train_loss", "val_loss"):
+        if column in log:
+            axes[0].plot(log["epoch"], log[column], marker=".", label=column)
+    axes[0].set_title("loss")
+    axes[0].legend()
+    if "val_lwlrap" in log:
+        axes[1].plot(log["epoch"], log["val_lwlrap"], marker=".", color="tab:green")
+        best = log["val_lwlrap"].idxmax()
+        axes[1].annotate(
+            f"best {log['val_lwlrap'][best]:.4f} @ {log['epoch'][best]}",
+            (log["epoch"][best], log["val_lwlrap"][best]),
+        )
+    axes[1].set_title("validation lwlrap")
+    lr = pd.to_numeric(log["lr"].astype(str).str.strip("[]").str.split(",").str[0], errors="coerce")
+    axes[2].semilogy(log["epoch"], lr, marker=".", color="tab:red")
+    axes[2].set_title("learning rate")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    _save(figure, png_path)
+
+
+def plot_per_class(values: Mapping[str, float], png_path: str | os.PathLike, title: str) -> None:
+    """Horizontal bars of a per-class score, worst classes at the top."""
+    names = sorted(values, key=values.get)
+    scores = [values[name] for name in names]
+    figure, axis = plt.subplots(figsize=(8, max(4, 0.18 * len(names))))
+    axis.barh(range(len(names)), scores, color=plt.cm.viridis(np.clip(scores, 0, 1)))
+    axis.set_yticks(range(len(names)), names, fontsize=7)
+    axis.set_xlim(0, 1)
+    axis.invert_yaxis()
+    axis.set_title(title)
+    axis.grid(axis="x", alpha=0.3)
+    _save(figure, png_path)
+
+
+def plot_spectrogram(
+    spectrogram: np.ndarray,
+    png_path: str | os.PathLike,
+    title: str,
+    lines: Sequence[str] = (),
+) -> None:
+    """A log-mel spectrogram (rows = mel bands, low at the bottom) with optional notes below."""
+    figure, axis = plt.subplots(figsize=(10, 4))
+    image = axis.imshow(spectrogram, origin="lower", aspect="auto", cmap="magma")
+    figure.colorbar(image, ax=axis, label="dB")
+    axis.set_xlabel("frame")
+    axis.set_ylabel("mel band")
+    axis.set_title(title)
+    if lines:
+        figure.text(0.01, -0.02, "\n".join(lines), va="top", fontsize=8, family="monospace")
+    _save(figure, png_path)

@@ -1,0 +1,61 @@
+"""Predict with every fold model of an experiment (spec 10.2).
+
+    python predict_folds.py --experiment corr_noisy_007 [--device cuda]
+
+Writes <data>/predictions/<experiment>/: per fold the out-of-fold (tile step crop/4) and test
+predictions (<fname>.npy per clip, probs.csv of tile means), probs.csv (the geometric mean of
+the folds' test predictions) and val_lwlrap.json + val_lwlrap.png (CV of the out-of-fold
+predictions against the original curated labels). In a Kaggle kernel (MODE=predict) it writes
+submission.csv instead of the CV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from src.cli import default_device, fail, setup_logging
+from src.config import ConfigError, get_paths, load_vocabulary
+from src.prediction import predict_experiment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass")
+    parser.add_argument(
+        "--fill-undecodable",
+        action="store_true",
+        help="give test clips that cannot be decoded the mean prediction instead of failing",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        paths = get_paths()
+        summary = predict_experiment(
+            args.experiment,
+            paths,
+            load_vocabulary(paths),
+            args.device or default_device(),
+            args.batch_size,
+            progress=not args.no_progress,
+            fill_missing=args.fill_undecodable,
+        )
+    except ConfigError as error:
+        return fail(error)
+    if "overall_lwlrap" in summary:
+        print(f"{args.experiment}: out-of-fold lwlrap {summary['overall_lwlrap']:.4f}")
+    print(f"{args.experiment}: test predictions in {summary['probs']}")
+    if "submission" in summary:
+        print(f"submission written to {summary['submission']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

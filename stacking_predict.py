@@ -1,0 +1,65 @@
+"""The final ensemble: 7 first-level experiments + 3 stacking experiments -> submission.csv.
+
+    python stacking_predict.py [--device cuda]
+
+First-level test predictions (tile step crop/2, geometric mean over folds), the stacking MLPs
+on their concatenation (geometric mean over folds), and the geometric mean of all ten,
+written to <data>/submission.csv with the columns of sample_submission.csv (spec 10.4).
+Locally it also prints and saves the out-of-fold lwlrap of every experiment and of the blend
+(<data>/predictions/ensemble_oof_lwlrap.csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from src.cli import default_device, fail, setup_logging
+from src.config import ConfigError, get_paths, load_vocabulary
+from src.experiments import STACKING
+from src.prediction import align_to_sample_submission, check_submission
+from src.stacking.pipeline import ensemble_predict
+from src.utils import write_csv_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--stacking", default=",".join(STACKING), help="stacking experiments to blend"
+    )
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        paths = get_paths()
+        vocabulary = load_vocabulary(paths)
+        result = ensemble_predict(
+            paths,
+            vocabulary,
+            [name for name in args.stacking.split(",") if name],
+            args.device or default_device(),
+            args.batch_size,
+            progress=not args.no_progress,
+            with_oof=not paths.kernel,
+        )
+        submission = align_to_sample_submission(result.submission, paths, args.fill_undecodable)
+        check_submission(submission, vocabulary.classes, len(submission))
+        write_csv_atomic(submission, paths.submission)
+    except ConfigError as error:
+        return fail(error)
+    if not result.table.empty:
+        table_path = paths.predictions_dir / "ensemble_oof_lwlrap.csv"
+        write_csv_atomic(result.table, table_path)
+        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"out-of-fold lwlrap table: {table_path}")
+    print(f"submission: {paths.submission} ({len(submission)} clips)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+# Docker targets (as the original) and local targets that create/reuse .venv from requirements.txt.
+NAME ?= argus-freesound
+COMMAND ?= bash
+OPTIONS ?=
+GPUS ?= all
+PYTHON ?= python3
+VENV ?= .venv
+# Where `make smoke` generates the synthetic dataset and writes every output.
+SMOKE_DIR ?= $(CURDIR)/data/synthetic
+DEMO_ARGS ?=
+
+ifeq ($(GPUS),none)
+GPUS_OPTION :=
+else
+GPUS_OPTION := --gpus=$(GPUS)
+endif
+
+BIN := $(VENV)/bin
+
+.PHONY: all build stop run attach logs exec run-demo venv smoke test lint format demo
+
+all: stop build run
+
+build:
+	docker build -t $(NAME) .
+
+stop:
+	-docker stop $(NAME)
+	-docker rm $(NAME)
+
+run:
+	docker run --rm -dit $(OPTIONS) $(GPUS_OPTION) --net=host --ipc=host \
+		-v $(CURDIR):/workdir --name=$(NAME) $(NAME) $(COMMAND)
+	docker attach $(NAME)
+
+attach:
+	docker attach $(NAME)
+
+logs:
+	docker logs -f $(NAME)
+
+exec:
+	docker exec -it $(OPTIONS) $(NAME) $(COMMAND)
+
+# Live microphone demo in the container: X11 for the window, /dev/snd for the microphone.
+run-demo:
+	xhost local:root
+	docker run --rm -it $(OPTIONS) --net=host --ipc=host \
+		-v /tmp/.X11-unix:/tmp/.X11-unix -v $(HOME)/.Xauthority:/root/.Xauthority \
+		-e DISPLAY=$(DISPLAY) --device /dev/snd \
+		-v $(CURDIR):/workdir --name=$(NAME)-demo $(NAME) python demo.py $(DEMO_ARGS)
+
+# ---------------------------------------------------------------- local (no Docker, no GPU needed)
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+# The whole pipeline at smoke scale on the built-in synthetic dataset.
+smoke: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH FREESOUND_DATA_DIR=$(SMOKE_DIR) ./ensemble_pipeline.sh --smoke
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: venv
+	$(BIN)/python demo.py $(DEMO_ARGS)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -51,13 +53,18 @@ def noisy_store(paths: Paths, extraction: Extraction | None = None) -> Spectrogr
     return get_store("noisy", files, paths.cache_dir, extraction)
 
 
-def test_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
+def find_test_files(paths: Paths) -> list[Path]:
+    """The test clips, or a clear error when the folder is missing or holds no audio."""
     if not paths.test_dir.is_dir():
         raise ConfigError(f"{paths.test_dir}: test folder not found")
     files = list_audio_files(paths.test_dir)
     if not files:
         raise ConfigError(f"{paths.test_dir}: the test folder holds no audio files")
-    return get_store("test", files, paths.cache_dir, extraction)
+    return files
+
+
+def test_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
+    return get_store("test", find_test_files(paths), paths.cache_dir, extraction)
 
 
 # --------------------------------------------------------------------------------------
@@ -123,12 +130,20 @@ class ClipDataset(Dataset):
         return self.sample(index, np.random.default_rng([self.seed, index]))
 
 
+class Sampleable(Protocol):
+    """What ProbabilityMix draws from: a ClipDataset, or its raw-window form for the GPU path."""
+
+    def __len__(self) -> int: ...
+
+    def sample(self, index: int, rng: np.random.Generator): ...
+
+
 class ProbabilityMix(Dataset):
     """Sample k: pick a set with probability p, then a clip uniformly, with generator (seed, k)."""
 
     def __init__(
         self,
-        datasets: Sequence[ClipDataset],
+        datasets: Sequence[Sampleable],
         probabilities: Sequence[float],
         size: int,
         seed: int | Sequence[int],

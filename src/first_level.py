@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from src.datasets import (
     load_label_tables,
     noisy_store,
 )
+from src.distributed import distribute, shard_dataset
+from src.gpu_augment import RawWindowClips, augment_batch
 from src.metrics import Lwlrap, MultiAccuracy
 from src.mixers import get_mixer
 from src.training import FoldParts
@@ -43,6 +46,9 @@ class RunOptions:
     channels_last: bool = False
     rank: int = 0
     world_size: int = 1
+    sync_batchnorm: bool = False
+    augment_on: str = "cpu"  # 'gpu': workers ship raw windows, the model's device augments
+    compile: bool = False  # torch.compile the network
 
 
 @dataclass
@@ -126,9 +132,15 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
             sets.append(clips(table, store, name, train_transform, True))
             probabilities.append(data.probabilities[name])
     size = int(config["epoch_size"])
+    if options.augment_on == "gpu":
+        # Same samples as the CPU path (the workers draw every random parameter), but the
+        # tensor work happens in batches on the model's device.
+        sets = [RawWindowClips(s) for s in sets]
     train_set = ProbabilityMix(sets, probabilities, size, seed=(options.seed, fold))
     sampler = EpochSampler(size, options.rank, options.world_size)
     val_set = clips(val_curated, data.curated, "curated", get_transforms(False, crop), False)
+    if options.world_size > 1:
+        val_set = shard_dataset(val_set, options.rank, options.world_size)
 
     on_gpu = torch.device(options.device).type == "cuda"
     loader_options = {
@@ -152,4 +164,23 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
         config, len(vocabulary), options.device, options.amp, options.channels_last
     )
     model = FreesoundModel(params)
-    return FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    if options.augment_on == "gpu":
+        model.batch_transform = augment_batch
+    if options.compile:
+        model.nn_module = torch.compile(model.nn_module)
+    parts = FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    return distribute(
+        parts, options.rank, options.world_size, options.device, options.sync_batchnorm
+    )
+
+
+def fold_builder(experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str):
+    """Picklable setup for `train_folds_parallel`: loads the data in the worker process."""
+    from src.config import get_paths, load_vocabulary
+    from src.experiments import resolve
+
+    paths = get_paths()
+    data = load_first_level_data(
+        resolve(experiment, smoke), paths, load_vocabulary(paths), corrections
+    )
+    return partial(build_fold, data, options=replace(options, device=device))

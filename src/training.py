@@ -46,7 +46,8 @@ from argus.metrics.metric import attach_metrics
 from tqdm import tqdm
 
 from src.config import ConfigError
-from src.utils import best_checkpoint, write_json_atomic
+from src.distributed import barrier
+from src.utils import best_checkpoint, setup_logging, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,25 @@ def save_model_atomic(model, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+class SampleCounter(Callback):
+    """Records how many training samples an epoch saw (summed over DDP ranks) as
+    `train_samples` in the epoch's metrics, so logs show what every process drew."""
+
+    def epoch_start(self, state: State) -> None:
+        self.count = 0
+
+    def iteration_complete(self, state: State) -> None:
+        self.count += len(state.batch[0])
+
+    def epoch_complete(self, state: State) -> None:
+        from src.distributed import sum_across_ranks
+
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        state.metrics["train_samples"] = int(
+            sum_across_ranks(self.count) if distributed else self.count
+        )
 
 
 class ProgressBar(Callback):
@@ -304,6 +324,8 @@ def run_fold(
         parts.sampler.set_epoch(start_epoch)
     if saved:
         log.info("%s: resuming at epoch %d", description, start_epoch)
+        if parts.is_main:
+            _truncate_csv_log(fold_dir / "log.csv", start_epoch)
 
     checkpoint = None
     if parts.is_main:
@@ -320,7 +342,7 @@ def run_fold(
         patience=schedule.patience,
         min_lr=schedule.min_lr,
     )
-    callbacks: list[Callback] = [early_stopping, plateau]
+    callbacks: list[Callback] = [SampleCounter(), early_stopping, plateau]
     if parts.is_main:
         csv_path = fold_dir / "log.csv"
         callbacks = [
@@ -358,6 +380,16 @@ def run_fold(
         write_json_atomic(result, fold_dir / FINISHED_FILE)
         (fold_dir / STATE_FILE).unlink(missing_ok=True)
     return result
+
+
+def _truncate_csv_log(path: Path, start_epoch: int) -> None:
+    """Drop rows of epochs that will run again (written after the last saved state)."""
+    import pandas as pd
+
+    if path.is_file():
+        rows = pd.read_csv(path)
+        if (rows["epoch"] >= start_epoch).any():
+            rows[rows["epoch"] < start_epoch].to_csv(path, index=False)
 
 
 def _fit(
@@ -410,11 +442,137 @@ def train_folds(
             )
             continue
         parts = build(fold)
-        results[fold] = run_fold(parts, fold_dir, schedule, f"{name} fold {fold}", progress)
+        results[fold] = run_fold(
+            parts, fold_dir, schedule, f"{name} fold {fold}", progress and parts.is_main
+        )
         log.info("%s fold %d: best val_lwlrap %s", name, fold, results[fold].get("best_val_lwlrap"))
+        barrier()  # under torchrun, rank 0 has written the fold's files before anyone goes on
     return results
 
 
 def seed_everything(seed: int) -> None:
     """Model initialisation and dropout draw from torch's generator; data has its own seeds."""
     torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------
+# Folds in parallel: one process per device, a shared queue of folds
+# --------------------------------------------------------------------------------------
+
+
+class _PrefixedStream:
+    """Prefixes every line a worker prints with its device, so interleaved output stays legible."""
+
+    def __init__(self, stream, prefix: str) -> None:
+        self.stream = stream
+        self.prefix = prefix
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        for part in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.stream.write(self.prefix)
+            self.stream.write(part)
+            self.at_line_start = part.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _fold_worker(
+    device, threads, make_builder, experiment_dir, schedule, name, tasks, results
+) -> None:
+    import queue
+    import sys
+
+    sys.stdout = _PrefixedStream(sys.__stdout__, f"[{device}] ")
+    setup_logging(stream=sys.stdout)
+    torch.set_num_threads(threads)
+    build = make_builder(device)
+    while True:
+        try:
+            fold = tasks.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            result = run_fold(
+                build(fold),
+                experiment_dir / f"fold_{fold}",
+                schedule,
+                f"{name} fold {fold}",
+                progress=False,
+            )
+            result["device"] = device
+        except Exception as error:  # reported by the parent; the other folds go on
+            log.exception("%s fold %d failed on %s", name, fold, device)
+            result = {"error": f"{type(error).__name__}: {error}", "device": device}
+        results.put((fold, result))
+
+
+def train_folds_parallel(
+    experiment_dir: Path,
+    folds: Sequence[int],
+    make_builder: Callable[[str], Callable[[int], FoldParts]],
+    schedule: Schedule,
+    name: str,
+    devices: Sequence[str],
+) -> dict[int, dict]:
+    """Train folds on several devices at once: each device's process takes the next unfinished
+    fold from a shared queue until none is left, so every fold is trained exactly once.
+
+    `make_builder(device)` must be picklable (a top-level function or a functools.partial):
+    it runs in the worker and loads the data there. Fake devices work too (`cpu,cpu`).
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    tasks, results = context.Queue(), context.Queue()
+    pending = [f for f in folds if not fold_finished(experiment_dir / f"fold_{f}")]
+    finished = {
+        f: json.loads((experiment_dir / f"fold_{f}" / FINISHED_FILE).read_text())
+        for f in folds
+        if f not in pending
+    }
+    for fold in pending:
+        tasks.put(fold)
+    cpu_devices = sum(torch.device(d).type == "cpu" for d in devices)
+    threads = max(1, (os.cpu_count() or 1) // max(1, cpu_devices))
+    workers = [
+        context.Process(
+            target=_fold_worker,
+            args=(device, threads, make_builder, experiment_dir, schedule, name, tasks, results),
+        )
+        for device in devices[: max(1, len(pending))]
+    ]
+    for worker in workers:
+        worker.start()
+    collected = {}
+    try:
+        while len(collected) < len(pending):
+            if not any(w.is_alive() for w in workers) and results.empty():
+                break
+            try:
+                fold, result = results.get(timeout=1.0)
+            except Exception:
+                continue
+            collected[fold] = result
+    finally:
+        for worker in workers:
+            worker.join()
+    failed = {f: r["error"] for f, r in collected.items() if "error" in r}
+    lost = sorted(set(pending) - set(collected))
+    if failed or lost:
+        details = "; ".join(f"fold {f}: {e}" for f, e in sorted(failed.items()))
+        raise RuntimeError(
+            f"{name}: folds failed ({details}){f'; no result for folds {lost}' if lost else ''}"
+        )
+    return {**finished, **collected}
+
+
+def parse_devices(text: str) -> list[str]:
+    """'0,1' -> ['cuda:0', 'cuda:1']; device names ('cpu', 'cuda:2') are kept as they are."""
+    devices = [part.strip() for part in text.split(",") if part.strip()]
+    if not devices:
+        raise ConfigError("--gpus needs at least one device")
+    return [f"cuda:{d}" if d.isdigit() else d for d in devices]

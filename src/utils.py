@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,18 @@ def best_checkpoint(fold_dir: str | os.PathLike) -> tuple[Path, float] | None:
             if best is None or score > best[1]:
                 best = (path, score)
     return best
+
+
+class _NotArgus(logging.Filter):
+    """argus models print their own log lines; the root handler must not print them again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("argus.")
+
+
+def setup_logging(level: int = logging.INFO, stream=None) -> None:
+    """Log lines of the project's modules to stdout; argus's own lines are not repeated."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s]: %(message)s"))
+    handler.addFilter(_NotArgus())
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from src.config import ConfigError, Paths, Vocabulary
 from src.corrections import apply_corrections
 from src.datasets import EpochSampler, check_labels, corrections_path
+from src.distributed import distribute, shard_dataset
 from src.experiments import resolve, tile_steps
 from src.first_level import RunOptions
 from src.folds import read_folds, read_labels_csv
@@ -83,10 +84,12 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
         stride_prob=transforms["stride_crop_prob"],
     )
     val_set = StackingDataset(val_inputs, targets[is_val])
+    if options.world_size > 1:
+        val_set = shard_dataset(val_set, options.rank, options.world_size)
     sampler = EpochSampler(size, options.rank, options.world_size)
     train_loader = DataLoader(
         train_set,
-        batch_size=int(config["batch_size"]),
+        batch_size=int(config["batch_size"]) // options.world_size,
         sampler=sampler,
         drop_last=True,
         num_workers=options.workers,
@@ -98,7 +101,10 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
     model = StackingModel(
         stacking_params(config, data.inputs[0].shape[1], len(data.vocabulary), options.device)
     )
-    return FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    parts = FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    return distribute(
+        parts, options.rank, options.world_size, options.device, options.sync_batchnorm
+    )
 
 
 def stacking_params(config: dict, in_channels: int, num_classes: int, device: str) -> dict:
@@ -263,3 +269,19 @@ def stacking_config(name: str, smoke: bool) -> dict:
     if config["kind"] != "stacking":
         raise ConfigError(f"{name} is a first-level experiment: use train_folds.py")
     return config
+
+
+def stacking_fold_builder(
+    experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str
+):
+    """Picklable setup for `train_folds_parallel` (see src.first_level.fold_builder)."""
+    from dataclasses import replace
+    from functools import partial
+
+    from src.config import get_paths, load_vocabulary
+
+    paths = get_paths()
+    data = load_stacking_data(
+        stacking_config(experiment, smoke), paths, load_vocabulary(paths), corrections
+    )
+    return partial(build_stacking_fold, data, options=replace(options, device=device))

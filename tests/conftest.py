@@ -56,3 +56,105 @@ def write_wav(path: Path, audio: np.ndarray, sr: int = 44100, subtype: str = "PC
 def tone(seconds: float, freq: float = 440.0, sr: int = 44100, level: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The smoke pipeline, run once per test session and shared (read-only) by the tests that need
+# trained models: synthetic data, folds, 7 first-level + 3 stacking experiments, predictions,
+# submission.csv. FREESOUND_TEST_SMOKE_TREE may name a data directory from an earlier run to
+# copy instead (for quick local iterations; CI always builds it).
+# ----------------------------------------------------------------------------------------------
+
+SMOKE_TREE_ENV = "FREESOUND_TEST_SMOKE_TREE"
+
+
+@pytest.fixture(scope="session")
+def smoke_tree(tmp_path_factory) -> Path:
+    import shutil
+    import subprocess
+
+    base = tmp_path_factory.mktemp("smoke")
+    target = base / "data"
+    prebuilt = os.environ.get(SMOKE_TREE_ENV)
+    if prebuilt:
+        shutil.copytree(prebuilt, target, symlinks=True)
+        return target
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(target), "KERNEL_DIR": str(base / "kernel")}
+    env.pop("MODE", None)
+    result = subprocess.run(
+        ["bash", "ensemble_pipeline.sh", "--smoke"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    (base / "pipeline.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        pytest.fail(
+            f"smoke pipeline failed (log: {base / 'pipeline.log'}):\n{result.stderr[-3000:]}"
+        )
+    return target
+
+
+@pytest.fixture
+def smoke_data(smoke_tree, monkeypatch) -> Path:
+    """The smoke pipeline's data directory as this test's FREESOUND_DATA_DIR (do not modify it:
+    copy it first with `copy_tree` when a test writes)."""
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(smoke_tree))
+    return smoke_tree
+
+
+def copy_tree(source: Path, destination: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny synthetic dataset (6 classes, a few short clips) with folds and spectrogram stores, for
+# training and prediction tests that run in seconds. Read-only: copy it (`tiny_data`) to write.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory) -> Path:
+    from src.config import FAT2019_CLASSES
+    from src.synthetic import generate_dataset
+
+    data = tmp_path_factory.mktemp("tiny") / "data"
+    generate_dataset(
+        data,
+        classes=FAT2019_CLASSES[:6],
+        curated_per_class=5,
+        noisy_per_class=3,
+        n_test=6,
+        max_seconds=3.0,
+        progress=False,
+    )
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(data)}
+    subprocess.run(
+        [sys.executable, "make_folds.py"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+    )
+    return data
+
+
+@pytest.fixture
+def tiny_data(tiny_tree, tmp_path, monkeypatch) -> Path:
+    """A private copy of the tiny dataset as this test's FREESOUND_DATA_DIR."""
+    data = copy_tree(tiny_tree, tmp_path / "tiny")
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    return data
+
+
+def micro_config(name: str = "auxiliary_016", **changes) -> dict:
+    """A smoke configuration shrunk further for tests: a few steps per epoch."""
+    from src.experiments import _merge, resolve
+
+    config = resolve(name, smoke=True)
+    small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
+    return _merge(config, {**small, **changes})

@@ -1,0 +1,182 @@
+"""Fold training: outputs, the experiment folder's rules, resuming, checkpoints, AMP."""
+
+import json
+import re
+
+import argus
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from argus.callbacks import Callback
+
+from src.argus_models import FreesoundModel, resolve_amp
+from src.cli import train_command
+from src.config import get_paths, load_vocabulary
+from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
+from src.first_level import RunOptions, build_fold, load_first_level_data
+from src.training import STATE_FILE, Schedule, run_fold
+from tests.conftest import micro_config
+
+ARGS = ["--smoke", "--folds", "0", "--workers", "0", "--no-progress", "--device", "cpu"]
+
+
+def test_registry_holds_the_seven_experiments_with_their_settings():
+    assert FIRST_LEVEL == [
+        "auxiliary_016",
+        "auxiliary_019",
+        "corr_noisy_003",
+        "corr_noisy_004",
+        "corr_noisy_007",
+        "corrections_002",
+        "corrections_003",
+    ]
+    assert [f"stacking_008_fcnet_{n}" for n in (43040, 45041, 50013)] == STACKING
+    probs = {name: EXPERIMENTS[name]["datasets"] for name in FIRST_LEVEL}
+    assert probs["corr_noisy_003"] == {"noisy": 0.1, "corrected": 0.2, "curated": 0.7}
+    assert probs["corr_noisy_004"] == {"noisy": 0.07, "corrected": 0.33, "curated": 0.6}
+    assert probs["corr_noisy_007"] == {"noisy": 0.01, "corrected": 0.42, "curated": 0.57}
+    assert probs["corrections_002"] == {"noisy": 0.33, "corrected": 0.0, "curated": 0.67}
+    for name in FIRST_LEVEL:
+        config = resolve(name)
+        assert config["optimizer"] == {"name": "Adam", "params": {"lr": 0.0009}}
+        assert config["scheduler"] == {"patience": 6, "factor": 0.6, "min_lr": 1e-8}
+        assert (config["early_stopping"], config["max_epochs"], config["epoch_size"]) == (
+            18,
+            700,
+            32768,
+        )
+        assert config["loss"]["params"] == {"beta": 0.7, "noisy_weight": 0.5, "curated_weight": 0.5}
+        assert sum(config["datasets"].values()) == pytest.approx(1.0)
+    assert resolve("corr_noisy_003")["model"]["name"] == "RnnAuxSkipAttention"
+    assert resolve("auxiliary_019")["transforms"]["resize_scale"] == [0.75, 1.0]
+    assert resolve("auxiliary_019")["transforms"]["resize_ratio"] == [1.6, 2.4]
+    for name in ("corrections_002", "corrections_003"):
+        config = resolve(name)
+        assert config["aux_weights"] is None and config["mixer"]["prob"] == 0.66
+        assert config["transforms"]["resize_prob"] == 0.0
+    assert resolve("corrections_003")["model"]["params"]["kernel_size"] == 3
+    assert resolve("auxiliary_016")["aux_weights"] == [1.0, 0.4, 0.2, 0.1]
+
+
+def test_smoke_scaling_shrinks_but_keeps_the_recipe():
+    full, smoke = resolve("corr_noisy_007"), resolve("corr_noisy_007", smoke=True)
+    assert smoke["model"]["params"]["base_size"] < full["model"]["params"]["base_size"]
+    assert smoke["crop_size"] < full["crop_size"] and smoke["epoch_size"] < full["epoch_size"]
+    assert smoke["max_epochs"] < full["max_epochs"]
+    assert smoke["datasets"] == full["datasets"] and smoke["mixer"] == full["mixer"]
+    assert smoke["smoke"] and not full["smoke"]
+
+
+def test_train_folds_writes_checkpoint_logs_and_curves(tiny_data):
+    assert train_command(["--experiment", "corrections_002", *ARGS], "", kind="cnn") == 0
+    experiment = get_paths().experiment_dir("corrections_002")
+    params = json.loads((experiment / "params.json").read_text())
+    assert params["config"] == json.loads(json.dumps(resolve("corrections_002", smoke=True)))
+    assert params["classes"] == list(load_vocabulary().classes) and params["seed"] == 2019
+    fold = experiment / "fold_0"
+    checkpoints = list(fold.glob("model-*.pth"))
+    assert len(checkpoints) == 1 and re.fullmatch(
+        r"model-\d{3}-\d\.\d{6}\.pth", checkpoints[0].name
+    )
+    log = pd.read_csv(fold / "log.csv")
+    assert len(log) == 4 and (log["train_samples"] == 256).all()  # smoke epoch size
+    assert {"train_loss", "val_loss", "val_lwlrap", "val_multi_accuracy", "lr"} <= set(log.columns)
+    assert "val - epoch: 3" in (fold / "log.txt").read_text()
+    assert (fold / "curves.png").stat().st_size > 10_000
+    finished = json.loads((fold / "finished.json").read_text())
+    assert finished["best_checkpoint"] == checkpoints[0].name
+    assert not (fold / STATE_FILE).exists()
+
+
+def test_finished_folds_are_skipped_and_other_configs_refused(tiny_data, capsys):
+    assert train_command(["--experiment", "corrections_002", *ARGS], "", kind="cnn") == 0
+    fold = get_paths().experiment_dir("corrections_002") / "fold_0"
+    before = {p.name: p.stat().st_mtime_ns for p in fold.iterdir()}
+    assert train_command(["--experiment", "corrections_002", *ARGS], "", kind="cnn") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in fold.iterdir()} == before
+    # A different configuration (another seed) never overwrites without --force.
+    assert (
+        train_command(["--experiment", "corrections_002", *ARGS, "--seed", "7"], "", kind="cnn")
+        == 1
+    )
+    assert "different seed" in capsys.readouterr().err and fold.exists()
+    args = ["--experiment", "corrections_002", *ARGS, "--seed", "7", "--force"]
+    assert train_command(args, "", kind="cnn") == 0
+    assert json.loads((fold.parent / "params.json").read_text())["seed"] == 7
+
+
+def test_wrong_kind_and_unknown_experiment_are_clear_errors(tiny_data, capsys):
+    assert train_command(["--experiment", "stacking_008_fcnet_43040", *ARGS], "", kind="cnn") == 1
+    assert "use stacking_train.py" in capsys.readouterr().err
+    assert train_command(["--experiment", "auxiliary_999", *ARGS], "", kind="cnn") == 1
+    assert "unknown experiment 'auxiliary_999'" in capsys.readouterr().err
+
+
+class InterruptAfter(Callback):
+    """Simulates a kill: raises at the end of the given epoch (before the state is saved)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_complete(self, state) -> None:
+        if state.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def train_micro(fold_dir, interrupt_at=None):
+    paths = get_paths()
+    config = micro_config("auxiliary_016", max_epochs=4)
+    data = load_first_level_data(config, paths, load_vocabulary(paths), "if-present")
+    parts = build_fold(data, 0, RunOptions())
+    if interrupt_at is not None:
+        parts.extra_callbacks.append(InterruptAfter(interrupt_at))
+    return run_fold(parts, fold_dir, Schedule.from_config(config), "micro", progress=False)
+
+
+def test_resuming_after_a_kill_gives_the_uninterrupted_result(tiny_data, tmp_path):
+    train_micro(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train_micro(tmp_path / "resumed", interrupt_at=2)
+    assert (tmp_path / "resumed" / STATE_FILE).exists()  # saved after epoch 1
+    train_micro(tmp_path / "resumed")
+    straight = pd.read_csv(tmp_path / "straight" / "log.csv").drop(columns="time")
+    resumed = pd.read_csv(tmp_path / "resumed" / "log.csv").drop(columns="time")
+    pd.testing.assert_frame_equal(straight, resumed)  # every epoch's metrics, bit for bit
+    (a,), (b,) = (list((tmp_path / d).glob("model-*.pth")) for d in ("straight", "resumed"))
+    assert a.name == b.name
+    for key, value in torch.load(a)["nn_state_dict"].items():
+        assert torch.equal(value, torch.load(b)["nn_state_dict"][key]), key
+
+
+def test_checkpoint_loads_with_argus_weights_only(tiny_data):
+    assert train_command(["--experiment", "corr_noisy_003", *ARGS], "", kind="cnn") == 0
+    (path,) = (get_paths().experiment_dir("corr_noisy_003") / "fold_0").glob("model-*.pth")
+    raw = torch.load(path, weights_only=True)  # plain data only: safe to load
+    assert raw["model_name"] == "FreesoundModel" and raw["params"]["crop_size"] == 64
+    assert any(key.startswith("lstm.rnn.") for key in raw["nn_state_dict"])
+    model = argus.load_model(str(path), device="cpu", optimizer=None, loss=None)
+    assert isinstance(model, FreesoundModel) and not model.nn_module.training
+    probabilities = model.predict(torch.zeros(2, 3, 128, 64))
+    assert probabilities.shape == (2, 6) and torch.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_bf16_autocast_trains_with_fp32_losses(tiny_data):
+    paths = get_paths()
+    config = micro_config()
+    data = load_first_level_data(config, paths, load_vocabulary(paths), "if-present")
+    parts = build_fold(data, 0, RunOptions(amp="bf16"))
+    assert parts.model.amp == "bf16"
+    batch = next(iter(parts.train_loader))
+    before = [p.detach().clone() for p in parts.model.nn_module.parameters()]
+    output = parts.model.train_step(batch, None)
+    assert np.isfinite(output["loss"]) and output["prediction"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in parts.model.nn_module.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, parts.model.nn_module.parameters()))
+
+
+def test_amp_resolution():
+    assert resolve_amp("auto", "cpu") == "off"
+    assert resolve_amp("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="amp must be one of"):
+        resolve_amp("fp8", "cpu")

@@ -46,8 +46,11 @@ fi
 RUN_ARGS=(--no-progress)
 [ -n "$DEVICE" ] && RUN_ARGS+=(--device "$DEVICE")
 TRAIN_ARGS=("${RUN_ARGS[@]}")
+# Smoke data is tiny: loading it in the training process beats starting loader processes.
+[ -n "$SMOKE" ] && TRAIN_ARGS+=(--smoke --workers 0)
+# The stacking MLPs train in seconds per fold: in one process, whatever the devices.
+STACKING_ARGS=("${TRAIN_ARGS[@]}")
 [ -n "$GPUS" ] && TRAIN_ARGS+=(--gpus "$GPUS")
-[ -n "$SMOKE" ] && TRAIN_ARGS+=(--smoke)
 
 say() { printf '\n==> %s\n' "$*"; }
 skip() { printf '    (skipped: %s)\n' "$*"; }
@@ -74,7 +77,7 @@ done
 
 for experiment in $STACKING; do
     say "stacking: $experiment"
-    if folds_done "$experiment"; then skip "trained"; else "$PYTHON" stacking_train.py --experiment "$experiment" "${TRAIN_ARGS[@]}"; fi
+    if folds_done "$experiment"; then skip "trained"; else "$PYTHON" stacking_train.py --experiment "$experiment" "${STACKING_ARGS[@]}"; fi
 done
 
 say "final ensemble"

@@ -10,6 +10,7 @@ Environment variables:
     MODE                   unset for local runs; `train` or `predict` inside a Kaggle kernel
     FREESOUND_KAGGLE_ROOT  the directory that holds `kaggle/` in Kaggle mode (default `/`);
                            tests point it at a temporary directory to simulate Kaggle
+    FREESOUND_SHORT_CLIP_RULE  `original` (default, the original's quirk) or `centered`
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class AudioConfig:
         return hashlib.sha1(text.encode("utf-8")).hexdigest()[:7]
 
 
-AUDIO = AudioConfig()
+# FREESOUND_SHORT_CLIP_RULE=centered switches every script to the corrected rule (the
+# spectrogram stores are keyed by it, so they are extracted again).
+AUDIO = AudioConfig(short_clip_rule=os.environ.get("FREESOUND_SHORT_CLIP_RULE", "original"))
 
 
 # --------------------------------------------------------------------------------------

@@ -222,14 +222,14 @@ SMOKE_CNN: Config = {
     "optimizer": {"params": {"lr": 0.003}},
 }
 SMOKE_STACKING: Config = {
-    "model": {"params": {"base_size": 32}},
+    "model": {"params": {"base_size": 64}},
     "batch_size": 32,
     "val_batch_size": 64,
     "epoch_size": 1024,
-    "max_epochs": 8,
-    "early_stopping": 4,
+    "max_epochs": 15,
+    "early_stopping": 5,
     "scheduler": {"patience": 2},
-    "optimizer": {"params": {"lr": 0.001}},
+    "optimizer": {"params": {"lr": 0.01}},
 }
 
 

@@ -1,0 +1,180 @@
+"""Training throughput of the full-size AuxSkipAttention (input 3x128x256) and of the data path.
+
+    python bench/train_step.py [--device cuda] [--batch 128] [--steps 20] [--channels-last]
+
+Prints, as ratios against the faithful baseline measured in the same run (fp32, CPU
+augmentation):
+  * step only: training samples per second for fp32 and each AMP mode (fp16 with GradScaler,
+    bf16), achieved TFLOP/s (49 GFLOP per sample) and the share of the card's bf16 peak;
+  * data only: samples per second per loader worker of the CPU augmentation path (train
+    transforms + mixers, spec 2-3) and of the GPU path's workers (raw windows), and the
+    batched device augmentation (samples per second);
+  * end to end (--end-to-end, GPU): real DataLoader + step for the faithful baseline and for
+    bf16 + GPU augmentation.
+On a CPU the step figures use a small batch (the full model costs ~49 GFLOP per sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from common import best_time, bf16_peak, describe_hardware, table
+
+from src.argus_models import FreesoundModel
+from src.experiments import resolve
+from src.gpu_augment import RawWindowClips, augment_batch
+from src.mixers import get_mixer
+from src.transforms import get_transforms
+
+GFLOP_PER_SAMPLE = 49.0  # forward + backward, input 3x128x256 (issue 8)
+
+
+def make_model(
+    device: str, amp: str, channels_last: bool, compile: bool, classes: int = 80
+) -> FreesoundModel:
+    config = resolve("corr_noisy_007")
+    model = FreesoundModel(
+        {
+            "nn_module": (
+                config["model"]["name"],
+                {**config["model"]["params"], "num_classes": classes},
+            ),
+            "loss": (config["loss"]["name"], config["loss"]["params"]),
+            "optimizer": ("Adam", {"lr": 0.0009}),
+            "device": device,
+            "aux_weights": config["aux_weights"],
+            "amp": amp,
+            "channels_last": channels_last,
+            "crop_size": 256,
+        }
+    )
+    if compile:
+        model.nn_module = torch.compile(model.nn_module)
+    return model
+
+
+def step_rate(
+    device: str, amp: str, batch: int, steps: int, channels_last: bool, compile: bool
+) -> float:
+    model = make_model(device, amp, channels_last, compile)
+    inputs = torch.randn(batch, 3, 128, 256, device=device)
+    target = (torch.rand(batch, 80, device=device) < 0.02).float()
+    noisy = (torch.rand(batch, device=device) < 0.3).to(torch.uint8)
+
+    def run():
+        for _ in range(steps):
+            model.train_step((inputs, target, noisy), None)
+
+    seconds = best_time(run, device, repeat=2, warmup=1)
+    return batch * steps / seconds
+
+
+class FakeStore:
+    """Random spectrograms with the FAT2019 length spread (0.5 s to 30 s, mostly short)."""
+
+    def __init__(self, count: int = 256, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        lengths = np.exp(rng.uniform(np.log(32), np.log(1900), size=count)).astype(int)
+        self.fnames = [f"{i}.wav" for i in range(count)]
+        self.specs = {
+            f: rng.normal(-40, 15, size=(128, n)).astype(np.float32)
+            for f, n in zip(self.fnames, lengths)
+        }
+
+    def __contains__(self, fname):
+        return fname in self.specs
+
+    def __getitem__(self, fname):
+        return self.specs[fname]
+
+
+def data_rates(samples: int, device: str, batch: int) -> dict[str, float]:
+    from src.datasets import ClipDataset
+
+    config = resolve("corr_noisy_007")
+    store = FakeStore()
+    targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
+    mixer = get_mixer(config["mixer"]["prob"])
+    clips = ClipDataset(
+        store, store.fnames, targets, 0, get_transforms(True, 256, **config["transforms"]), mixer
+    )
+    raw = RawWindowClips(clips)
+    torch.set_num_threads(1)  # one loader worker = one core
+    rates = {}
+    for name, dataset in (
+        ("CPU augmentation (per worker)", clips),
+        ("GPU path raw windows (per worker)", raw),
+    ):
+        started = time.perf_counter()
+        for key in range(samples):
+            dataset.sample(key % len(store.fnames), np.random.default_rng([0, key]))
+        rates[name] = samples / (time.perf_counter() - started)
+    items = [raw.sample(k % len(store.fnames), np.random.default_rng([1, k])) for k in range(batch)]
+    collated = torch.utils.data.default_collate(items)
+    on_device = torch.utils._pytree.tree_map(
+        lambda t: t.to(device) if torch.is_tensor(t) else t, collated
+    )
+    torch.set_num_threads(torch.get_num_threads() if device != "cpu" else 2)
+    seconds = best_time(lambda: augment_batch(*on_device), device, repeat=3)
+    rates[f"device augmentation on {device} (batch {batch})"] = batch / seconds
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--batch", type=int, default=128 if cuda else 4)
+    parser.add_argument("--steps", type=int, default=20 if cuda else 2)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the step")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--data-samples", type=int, default=300)
+    args = parser.parse_args(argv)
+    on_gpu = torch.device(args.device).type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(args.threads)
+    hardware = describe_hardware(args.device)
+    print(f"{hardware}; batch {args.batch}, input 3x128x256, {GFLOP_PER_SAMPLE} GFLOP/sample")
+
+    modes = ["off", "bf16"] + (["fp16"] if on_gpu else [])
+    rows, baseline = [], None
+    peak = bf16_peak(args.device)
+    for amp in modes:
+        rate = step_rate(args.device, amp, args.batch, args.steps, args.channels_last, args.compile)
+        baseline = baseline or rate
+        tflops = rate * GFLOP_PER_SAMPLE / 1000
+        rows.append(
+            {
+                "step": " ".join(
+                    ["fp32" if amp == "off" else amp]
+                    + (["channels-last"] if args.channels_last else [])
+                    + (["compiled"] if args.compile else [])
+                ),
+                "samples/s": f"{rate:.1f}",
+                "vs fp32": f"{rate / baseline:.2f}x",
+                "TFLOP/s": f"{tflops:.2f}",
+                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak else "n/a",
+            }
+        )
+    print(table(rows, ["step", "samples/s", "vs fp32", "TFLOP/s", "share of bf16 peak"]))
+
+    rates = data_rates(args.data_samples, args.device, 128)
+    base = next(iter(rates.values()))
+    data_rows = [
+        {"data path": k, "samples/s": f"{v:.0f}", "vs CPU path": f"{v / base:.2f}x"}
+        for k, v in rates.items()
+    ]
+    print(table(data_rows, ["data path", "samples/s", "vs CPU path"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

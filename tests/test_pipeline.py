@@ -1,0 +1,134 @@
+"""The whole smoke pipeline (tests/conftest.py `smoke_tree`): outputs, learning at every level,
+and the errors users hit when a step's inputs are missing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.config import Vocabulary
+from src.experiments import FIRST_LEVEL, STACKING
+from src.metrics import lwlrap
+from src.predictor import tile_layout
+from tests.conftest import REPO_ROOT, copy_tree
+
+
+def chance_lwlrap(data) -> float:
+    """lwlrap of random scores on the curated labels (mean of 20 draws)."""
+    vocabulary = Vocabulary.from_sample_submission(data / "sample_submission.csv")
+    truth = vocabulary.encode_many(pd.read_csv(data / "train_curated.csv")["labels"].tolist())
+    rng = np.random.default_rng(0)
+    return float(np.mean([lwlrap(truth, rng.random(truth.shape)) for _ in range(20)]))
+
+
+def test_submission_has_a_row_per_test_clip_and_the_sample_columns(smoke_tree):
+    submission = pd.read_csv(smoke_tree / "submission.csv")
+    sample = pd.read_csv(smoke_tree / "sample_submission.csv")
+    assert list(submission.columns) == list(sample.columns)
+    assert submission["fname"].tolist() == sample["fname"].tolist()
+    values = submission.iloc[:, 1:].to_numpy()
+    assert np.all((values >= 0) & (values <= 1)) and len(submission) == len(
+        list((smoke_tree / "test").iterdir())
+    )
+
+
+def test_out_of_fold_lwlrap_is_well_above_chance_at_every_level(smoke_tree):
+    table = pd.read_csv(smoke_tree / "predictions" / "ensemble_oof_lwlrap.csv")
+    assert table["experiment"].tolist()[:10] == FIRST_LEVEL + STACKING
+    assert table["level"].tolist() == ["first level"] * 7 + ["stacking"] * 3 + ["blend"]
+    chance = chance_lwlrap(smoke_tree)
+    assert 0.1 < chance < 0.3  # 20 classes
+    assert (table["oof_lwlrap"] > 1.5 * chance).all(), (chance, table)
+    for name in FIRST_LEVEL:  # train_folds --smoke reached a clearly-above-chance validation lwlrap
+        scores = [
+            json.loads((smoke_tree / f"experiments/{name}/fold_{k}/finished.json").read_text())[
+                "best_val_lwlrap"
+            ]
+            for k in range(5)
+        ]
+        assert np.mean(scores) > 1.5 * chance, (name, scores)
+
+
+def test_prediction_layout(smoke_tree):
+    out = smoke_tree / "predictions" / "corr_noisy_007"
+    cv = json.loads((out / "val_lwlrap.json").read_text())
+    assert set(cv) == {"overall_lwlrap", "per_class_lwlrap"} and len(cv["per_class_lwlrap"]) == 20
+    assert (out / "val_lwlrap.png").stat().st_size > 10_000
+    probs = pd.read_csv(out / "fold_0" / "val" / "probs.csv")
+    frames = pd.read_csv(next((smoke_tree / "cache").glob("curated-*")) / "index.csv").set_index(
+        "fname"
+    )["frames"]
+    for fname in probs["fname"][:5]:
+        tiles = np.load(out / "fold_0" / "val" / f"{fname}.npy")
+        assert tiles.shape == (tile_layout(int(frames[fname]), 64, 16)[0], 20)  # step crop/4
+        np.testing.assert_allclose(
+            tiles.mean(axis=0), probs.set_index("fname").loc[fname].to_numpy(), atol=1e-6
+        )
+    blend = pd.read_csv(out / "probs.csv")
+    assert len(blend) == len(list((smoke_tree / "test").iterdir()))
+
+
+def run(script, data, *args):
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(data)}
+    return subprocess.run(
+        [sys.executable, script, *args, "--no-progress"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def broken_tree(smoke_tree, tmp_path_factory):
+    return copy_tree(smoke_tree, tmp_path_factory.mktemp("broken") / "data")
+
+
+def test_stacking_refuses_missing_out_of_fold_predictions(broken_tree):
+    (broken_tree / "predictions/corr_noisy_004/fold_2/val/probs.csv").unlink()
+    result = run(
+        "stacking_train.py",
+        broken_tree,
+        "--experiment",
+        "stacking_008_fcnet_43040",
+        "--smoke",
+        "--force",
+    )
+    assert result.returncode == 1
+    assert "out-of-fold predictions of 'corr_noisy_004' fold 2 are missing" in result.stderr
+    assert "python predict_folds.py --experiment corr_noisy_004" in result.stderr
+
+
+def test_predict_refuses_missing_checkpoints_and_empty_test_folder(broken_tree):
+    for checkpoint in (broken_tree / "experiments/auxiliary_019/fold_3").glob("model-*.pth"):
+        checkpoint.unlink()
+    result = run("predict_folds.py", broken_tree, "--experiment", "auxiliary_019")
+    assert result.returncode == 1 and "no checkpoint for fold(s) 3" in result.stderr
+    result = run("predict_folds.py", broken_tree, "--experiment", "auxiliary_999")
+    assert result.returncode == 1 and "has no trained models" in result.stderr
+    for clip in (broken_tree / "test").iterdir():
+        clip.unlink()
+    result = run("predict_folds.py", broken_tree, "--experiment", "auxiliary_016")
+    assert result.returncode == 1 and "the test folder holds no audio files" in result.stderr
+
+
+def test_rerunning_the_pipeline_skips_finished_steps(smoke_tree, tmp_path):
+    data = copy_tree(smoke_tree, tmp_path / "data")
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(data), "KERNEL_DIR": str(tmp_path / "kernel")}
+    result = subprocess.run(
+        ["bash", "ensemble_pipeline.sh", "--smoke"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        result.stdout.count("(skipped: trained)") == 10
+        and result.stdout.count("(skipped: predicted)") == 7
+    )
+    assert "submission: " in result.stdout and (tmp_path / "kernel").is_dir()

@@ -122,10 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--val-speaker", default=FsddSettings.val_speaker)
     parser.add_argument("--epochs", type=int, default=FsddSettings.epochs)
+    parser.add_argument("--base-size", type=int, default=FsddSettings.base_size)
+    parser.add_argument("--lr", type=float, default=FsddSettings.lr)
+    parser.add_argument("--epoch-size", type=int, default=FsddSettings.epoch_size)
+    parser.add_argument("--dropout", type=float, default=FsddSettings.dropout)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = FsddSettings(val_speaker=args.val_speaker, epochs=args.epochs)
+    settings = FsddSettings(
+        val_speaker=args.val_speaker,
+        epochs=args.epochs,
+        base_size=args.base_size,
+        lr=args.lr,
+        epoch_size=args.epoch_size,
+        dropout=args.dropout,
+    )
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         best = fsdd_learning(args.fsdd, Path(tmp), settings, progress=True)

@@ -1,0 +1,56 @@
+"""Blend several experiments: geometric mean of their test predictions -> submission.csv.
+
+    python blend_predict.py --experiments corr_noisy_003,corr_noisy_007,corrections_002
+
+Reads <data>/predictions/<experiment>/probs.csv (the fold blend that predict_folds.py writes:
+tile step crop/4, tile mean, geometric mean over folds), takes their geometric mean with equal
+weights and writes it with the columns and row order of sample_submission.csv to
+<data>/submission.csv, or to --out (spec 13: the original's blend_predict.py did the same for
+three experiments). The blend kernel runs predict_folds.py for each experiment, then this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from src.cli import fail
+from src.config import ConfigError, get_paths, load_vocabulary
+from src.prediction import align_to_sample_submission, check_submission, gmean_frames, read_probs
+from src.utils import write_csv_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--experiments", required=True, help="comma-separated experiments")
+    parser.add_argument("--out", default=None, help="default: <data>/submission.csv")
+    parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.experiments.split(",") if name.strip()]
+    try:
+        if not names:
+            raise ConfigError("--experiments names no experiment")
+        paths = get_paths()
+        vocabulary = load_vocabulary(paths)
+        frames = []
+        for name in names:
+            probs = paths.prediction_dir(name) / "probs.csv"
+            if not probs.is_file():
+                raise ConfigError(
+                    f"{probs} not found: run `python predict_folds.py --experiment {name}` first"
+                )
+            frames.append(read_probs(probs, vocabulary.classes))
+        blend = align_to_sample_submission(gmean_frames(frames), paths, args.fill_undecodable)
+        check_submission(blend, vocabulary.classes, len(blend))
+        out = args.out or paths.submission
+        write_csv_atomic(blend, out)
+    except ConfigError as error:
+        return fail(error)
+    print(f"blend of {len(names)} experiments ({', '.join(names)}): {out} ({len(blend)} clips)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -129,6 +129,12 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
     parser.add_argument(
         "--no-corrections", action="store_true", help="train without label-correction files"
     )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="override the experiment's epoch cap (recorded in params.json)",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
@@ -136,6 +142,8 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
         config = resolve(args.experiment, smoke=args.smoke)
+        if args.max_epochs is not None:
+            config["max_epochs"] = args.max_epochs
         if config["kind"] != kind:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
             raise ConfigError(f"{args.experiment} is not a {kind} experiment: use {other}")

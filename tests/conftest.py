@@ -15,7 +15,9 @@ REAL_AUDIO = Path(
     os.environ.get("FREESOUND_REAL_AUDIO", REPO_ROOT.parent / "shared/data/real-audio")
 )
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Test models are tiny: a second thread gains nothing, and on a busy machine a thread team
+# waits for its descheduled member (see docs/performance.md).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,127 @@
+"""Tag your own audio files with the trained models.
+
+    python tag_audio.py recording.wav more/*.flac folder/     # the best trained experiment
+    python tag_audio.py clips/ --model data/experiments/corr_noisy_007/fold_0/model-072-0.886906.pth
+    python tag_audio.py clips/ --experiment corr_noisy_007 --top 5 --csv tags.csv
+    python tag_audio.py clips/ --ensemble --tiles-csv tiles.csv
+
+Any file librosa can decode (WAV, FLAC, OGG, MP3, ...), any sampling rate, mono or stereo, any
+length; folders are searched recursively. Each file is read as the pipeline reads clips (mono,
+44.1 kHz, silence trimmed, the short-clip rule), cut into tiles and predicted. One line per file:
+
+    <path><TAB><class right-justified to 20> - 0.87<TAB>...
+
+Files that cannot be decoded are reported and skipped; the exit status is 0 when at least one
+file was tagged. --csv writes every class probability per file, --tiles-csv per tile (with the
+tile's start and end in seconds from the start of the file). See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from src.audio import AudioDecodeError
+from src.cli import default_device, fail
+from src.config import AUDIO, ConfigError, get_paths
+from src.experiments import STACKING
+from src.utils import write_csv_atomic
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, metavar="PATH", help="one checkpoint")
+    source.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="a first-level experiment: geometric mean over its folds",
+    )
+    source.add_argument(
+        "--ensemble", action="store_true", help="the stacking ensemble (7 + 3 experiments)"
+    )
+    parser.add_argument("--top", type=int, default=3, metavar="K", help="classes printed per file")
+    parser.add_argument(
+        "--csv", type=Path, metavar="PATH", help="write every class probability per file"
+    )
+    parser.add_argument(
+        "--tiles-csv", type=Path, metavar="PATH", help="write every class probability per tile"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="tiles per batch (64)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.top < 1 or args.batch_size < 1:
+        parser.error("--top and --batch-size must be positive")
+    return args
+
+
+def model_source(args: argparse.Namespace, device: str):
+    from src.tagging import (
+        best_experiment,
+        checkpoint_source,
+        ensemble_source,
+        experiment_source,
+    )
+
+    experiments_dir = get_paths().experiments_dir
+    if args.model is not None:
+        return checkpoint_source(args.model, device, args.batch_size)
+    if args.ensemble:
+        return ensemble_source(experiments_dir, STACKING, device, args.batch_size)
+    name = args.experiment or best_experiment(experiments_dir).name
+    return experiment_source(experiments_dir, name, device, args.batch_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from src.tagging import (
+        TaggedFile,
+        clips_frame,
+        collect_audio_files,
+        format_top,
+        tag_files,
+        tiles_frame,
+        top_classes,
+    )
+
+    args = parse_args(argv)
+    try:
+        files = collect_audio_files(args.inputs)
+        source = model_source(args, args.device or default_device())
+    except ConfigError as error:
+        return fail(error)
+    print(f"tagging {len(files)} file(s) with the {source.description}", file=sys.stderr)
+    tagged: list[TaggedFile] = []
+    skipped = 0
+    with tqdm(total=len(files), unit="file", disable=args.no_progress or len(files) < 2) as bar:
+        for result in tag_files(files, source):
+            if isinstance(result, AudioDecodeError):
+                skipped += 1
+                bar.write(f"skipped {result.path}: {result.reason}", file=sys.stderr)
+            else:
+                top = format_top(top_classes(result.tags.clip, source.classes, args.top))
+                bar.write(f"{result.clip.path}\t{top}", file=sys.stdout)
+                tagged.append(result)
+            bar.update()
+    if skipped:
+        print(f"skipped {skipped} of {len(files)} file(s): not decodable", file=sys.stderr)
+    if not tagged:
+        return fail(ConfigError("no file could be tagged"))
+    if args.csv is not None:
+        write_csv_atomic(clips_frame(tagged, source.classes), args.csv)
+    if args.tiles_csv is not None:
+        tile_seconds = source.predictor.tile * AUDIO.hop_length / AUDIO.sampling_rate
+        write_csv_atomic(tiles_frame(tagged, source.classes, tile_seconds), args.tiles_csv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

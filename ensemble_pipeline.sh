@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 FIRST_LEVEL="auxiliary_016 auxiliary_019 corr_noisy_003 corr_noisy_004 corr_noisy_007 corrections_002 corrections_003"
 STACKING="stacking_008_fcnet_43040 stacking_008_fcnet_45041 stacking_008_fcnet_50013"
 DATA=$("$PYTHON" -c "from src.config import get_paths; print(get_paths().save_dir)")

@@ -175,20 +175,37 @@ class ProgressBar(Callback):
 
 
 class TrainingCurves(Callback):
-    """Redraws `curves.png` (losses, val lwlrap, learning rate) from log.csv every epoch."""
+    """Redraws `curves.png` (losses, val lwlrap, learning rate) from log.csv: after an epoch
+    when `min_interval` seconds have passed since the last drawing, and when training ends.
 
-    def __init__(self, csv_path: Path, png_path: Path, title: str) -> None:
+    Drawing takes about half a second, longer than a small model's epoch: every epoch would
+    make plotting most of a smoke run or of a stacking fold.
+    """
+
+    def __init__(
+        self, csv_path: Path, png_path: Path, title: str, min_interval: float = 30.0
+    ) -> None:
         self.csv_path = csv_path
         self.png_path = png_path
         self.title = title
+        self.min_interval = min_interval
+        self.last_drawn = float("-inf")
 
-    def epoch_complete(self, state: State) -> None:
+    def _draw(self) -> None:
         from src.plots import plot_training_curves
 
+        self.last_drawn = time.monotonic()
         try:
             plot_training_curves(self.csv_path, self.png_path, self.title)
         except Exception as error:  # a plot must never stop training
             log.warning("could not draw %s: %s", self.png_path, error)
+
+    def epoch_complete(self, state: State) -> None:
+        if time.monotonic() - self.last_drawn >= self.min_interval:
+            self._draw()
+
+    def complete(self, state: State) -> None:
+        self._draw()
 
 
 class ResumeState(Callback):

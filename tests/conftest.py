@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,19 @@ def tone(seconds: float, freq: float = 440.0, sr: int = 44100, level: float = 0.
 SMOKE_TREE_ENV = "FREESOUND_TEST_SMOKE_TREE"
 
 
+def pipeline_env(data_dir: Path, kernel_dir: Path) -> dict[str, str]:
+    """Environment for running ensemble_pipeline.sh from a test: this interpreter (whatever
+    `python` on PATH may be), the given data and kernel directories, no Kaggle mode."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "FREESOUND_DATA_DIR": str(data_dir),
+        "KERNEL_DIR": str(kernel_dir),
+    }
+    env.pop("MODE", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def smoke_tree(tmp_path_factory) -> Path:
     import shutil
@@ -81,8 +95,7 @@ def smoke_tree(tmp_path_factory) -> Path:
     if prebuilt:
         shutil.copytree(prebuilt, target, symlinks=True)
         return target
-    env = {**os.environ, "FREESOUND_DATA_DIR": str(target), "KERNEL_DIR": str(base / "kernel")}
-    env.pop("MODE", None)
+    env = pipeline_env(target, base / "kernel")
     result = subprocess.run(
         ["bash", "ensemble_pipeline.sh", "--smoke"],
         cwd=REPO_ROOT,

@@ -14,7 +14,7 @@ from src.config import Vocabulary
 from src.experiments import FIRST_LEVEL, STACKING
 from src.metrics import lwlrap
 from src.predictor import tile_layout
-from tests.conftest import REPO_ROOT, copy_tree
+from tests.conftest import REPO_ROOT, copy_tree, pipeline_env
 
 
 def chance_lwlrap(data) -> float:
@@ -118,11 +118,10 @@ def test_predict_refuses_missing_checkpoints_and_empty_test_folder(broken_tree):
 
 def test_rerunning_the_pipeline_skips_finished_steps(smoke_tree, tmp_path):
     data = copy_tree(smoke_tree, tmp_path / "data")
-    env = {**os.environ, "FREESOUND_DATA_DIR": str(data), "KERNEL_DIR": str(tmp_path / "kernel")}
     result = subprocess.run(
         ["bash", "ensemble_pipeline.sh", "--smoke"],
         cwd=REPO_ROOT,
-        env=env,
+        env=pipeline_env(data, tmp_path / "kernel"),
         capture_output=True,
         text=True,
     )

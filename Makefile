@@ -17,7 +17,7 @@ endif
 
 BIN := $(VENV)/bin
 
-.PHONY: all build stop run attach logs exec run-demo venv smoke test lint format demo
+.PHONY: all build stop run attach logs exec run-demo venv smoke test test-slow lint format demo
 
 all: stop build run
 
@@ -66,6 +66,10 @@ smoke: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The checks of minutes left out of `make test` (FSDD to >= 0.9 lwlrap on a held-out speaker).
+test-slow: venv
+	$(BIN)/python -m pytest -m slow
 
 lint: venv
 	$(BIN)/ruff check .

@@ -9,9 +9,11 @@ augmentation):
   * data only: samples per second per loader worker of the CPU augmentation path (train
     transforms + mixers, spec 2-3) and of the GPU path's workers (raw windows), and the
     batched device augmentation (samples per second);
-  * end to end (--end-to-end, GPU): real DataLoader + step for the faithful baseline and for
-    bf16 + GPU augmentation.
-On a CPU the step figures use a small batch (the full model costs ~49 GFLOP per sample).
+  * end to end: the real DataLoader (probability sampler, loader workers) + step, for the
+    faithful baseline (fp32, CPU augmentation) and for bf16 + GPU augmentation; the data path
+    is the bottleneck when the end-to-end rate falls well below the step-only rate.
+On a CPU the step figures use a small batch (the full model costs ~49 GFLOP per sample) and
+the loader workers share the cores with the step, so only the GPU figures tell end to end.
 """
 
 from __future__ import annotations
@@ -123,6 +125,56 @@ def data_rates(samples: int, device: str, batch: int) -> dict[str, float]:
     return rates
 
 
+def end_to_end_rate(
+    device: str,
+    amp: str,
+    augment_on: str,
+    batch: int,
+    steps: int,
+    workers: int,
+    channels_last: bool,
+) -> float:
+    """Samples per second of `steps` training steps fed by a real DataLoader, as
+    `first_level.build_fold` builds it (after one warm-up pass that starts the workers)."""
+    from torch.utils.data import DataLoader
+
+    from src.datasets import ClipDataset, EpochSampler, ProbabilityMix
+
+    config = resolve("corr_noisy_007")
+    store = FakeStore()
+    targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
+    clips = ClipDataset(
+        store,
+        store.fnames,
+        targets,
+        0,
+        get_transforms(True, 256, **config["transforms"]),
+        get_mixer(config["mixer"]["prob"]),
+    )
+    size = batch * steps
+    train_set = ProbabilityMix(
+        [RawWindowClips(clips) if augment_on == "gpu" else clips], [1.0], size, seed=0
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=batch,
+        sampler=EpochSampler(size),
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    model = make_model(device, amp, channels_last, False)
+    if augment_on == "gpu":
+        model.batch_transform = augment_batch
+
+    def epoch():
+        for batch_data in loader:
+            model.train_step(batch_data, None)
+
+    return size / best_time(epoch, device, repeat=2, warmup=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--data-samples", type=int, default=300)
+    parser.add_argument(
+        "--workers", type=int, default=16 if cuda else 1, help="loader workers, end to end"
+    )
     args = parser.parse_args(argv)
     on_gpu = torch.device(args.device).type == "cuda"
     if on_gpu:
@@ -173,6 +228,33 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in rates.items()
     ]
     print(table(data_rows, ["data path", "samples/s", "vs CPU path"]))
+
+    e2e_rows, e2e_base = [], None
+    for amp, augment_on in (("off", "cpu"), ("bf16", "cpu"), ("bf16", "gpu")):
+        rate = end_to_end_rate(
+            args.device,
+            amp,
+            augment_on,
+            args.batch,
+            args.steps,
+            args.workers,
+            args.channels_last,
+        )
+        e2e_base = e2e_base or rate
+        tflops = rate * GFLOP_PER_SAMPLE / 1000
+        e2e_rows.append(
+            {
+                "end to end": f"{'fp32' if amp == 'off' else amp}, {augment_on} augmentation",
+                "samples/s": f"{rate:.1f}",
+                "vs faithful": f"{rate / e2e_base:.2f}x",
+                "TFLOP/s": f"{tflops:.2f}",
+                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak else "n/a",
+            }
+        )
+    print(f"end to end: {args.workers} loader worker(s), {args.steps} steps of {args.batch}")
+    print(
+        table(e2e_rows, ["end to end", "samples/s", "vs faithful", "TFLOP/s", "share of bf16 peak"])
+    )
     return 0
 
 

@@ -404,7 +404,6 @@ def test_noisy_file_feeds_training_with_exactly_the_kept_clips():
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_make_corrections_end_to_end_on_the_smoke_tree(cli, smoke_tree, tmp_path, monkeypatch):
     data = copy_tree(smoke_tree, tmp_path / "data")
     monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))

@@ -177,7 +177,6 @@ def test_packaging_names_what_is_missing(smoke_tree, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_stacking_kernel_reproduces_stacking_predict(
     kernels, kaggle_input, smoke_tree, tmp_path, monkeypatch
 ):
@@ -219,7 +218,6 @@ def test_stacking_kernel_reproduces_stacking_predict(
     assert np.abs(difference).max() <= 1e-6
 
 
-@pytest.mark.slow
 def test_single_and_blend_kernels_write_the_experiment_blends(
     kernels, kaggle_input, smoke_tree, tmp_path
 ):

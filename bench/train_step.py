@@ -26,6 +26,7 @@ import torch
 from common import best_time, bf16_peak, describe_hardware, table
 
 from src.argus_models import FreesoundModel
+from src.datasets import ClipDataset
 from src.experiments import resolve
 from src.gpu_augment import RawWindowClips, augment_batch
 from src.mixers import get_mixer
@@ -93,16 +94,24 @@ class FakeStore:
         return self.specs[fname]
 
 
-def data_rates(samples: int, device: str, batch: int) -> dict[str, float]:
-    from src.datasets import ClipDataset
-
+def faithful_clips() -> ClipDataset:
+    """Fake clips with `corr_noisy_007`'s train transforms and mixer (the CPU path)."""
     config = resolve("corr_noisy_007")
     store = FakeStore()
     targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
-    mixer = get_mixer(config["mixer"]["prob"])
-    clips = ClipDataset(
-        store, store.fnames, targets, 0, get_transforms(True, 256, **config["transforms"]), mixer
+    return ClipDataset(
+        store,
+        store.fnames,
+        targets,
+        0,
+        get_transforms(True, 256, **config["transforms"]),
+        get_mixer(config["mixer"]["prob"]),
     )
+
+
+def data_rates(samples: int, device: str, batch: int) -> dict[str, float]:
+    clips = faithful_clips()
+    store = clips.store
     raw = RawWindowClips(clips)
     torch.set_num_threads(1)  # one loader worker = one core
     rates = {}
@@ -138,19 +147,9 @@ def end_to_end_rate(
     `first_level.build_fold` builds it (after one warm-up pass that starts the workers)."""
     from torch.utils.data import DataLoader
 
-    from src.datasets import ClipDataset, EpochSampler, ProbabilityMix
+    from src.datasets import EpochSampler, ProbabilityMix
 
-    config = resolve("corr_noisy_007")
-    store = FakeStore()
-    targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
-    clips = ClipDataset(
-        store,
-        store.fnames,
-        targets,
-        0,
-        get_transforms(True, 256, **config["transforms"]),
-        get_mixer(config["mixer"]["prob"]),
-    )
+    clips = faithful_clips()
     size = batch * steps
     train_set = ProbabilityMix(
         [RawWindowClips(clips) if augment_on == "gpu" else clips], [1.0], size, seed=0

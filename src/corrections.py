@@ -26,18 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.folds import read_labels_csv
 from src.metrics import per_clip_lwlrap
 from src.prediction import (
-    DONE_FILE,
     experiment_config,
     fold_checkpoints,
     gmean_frames,
+    predict_set_cached,
     present,
-    probs_frame,
     read_probs,
 )
 from src.utils import write_csv_atomic, write_json_atomic
@@ -376,17 +374,6 @@ def selection_summary(selection: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def _predict_means(predictor, store, fnames: Sequence[str], progress: bool, desc: str):
-    chunk = 32  # clips per call: tiles of several clips share the model's batches
-    means = []
-    for start in tqdm(
-        range(0, len(fnames), chunk), desc=desc, disable=not progress, leave=False, unit="chunk"
-    ):
-        names = fnames[start : start + chunk]
-        means += [t.mean(axis=0) for t in predictor.predict_tiles([store[f] for f in names])]
-    return np.stack(means) if means else np.zeros((0, 0))
-
-
 def predict_noisy(
     paths: Paths,
     vocabulary: Vocabulary,
@@ -416,18 +403,21 @@ def predict_noisy(
         checkpoints = fold_checkpoints(experiment_dir, name)
         step = tile_steps(experiment_config(experiment_dir))["oof"]
         for fold, checkpoint in checkpoints.items():
-            out_dir = root / name / f"fold_{fold}"
-            marker = {"checkpoint": checkpoint.name, "tile_step": step, "clips": len(fnames)}
-            done = out_dir / DONE_FILE
-            if done.is_file() and json.loads(done.read_text()) == marker:
-                frames.append(read_probs(out_dir / "probs.csv", classes))
-                continue
             predictor = Predictor(checkpoint, device, batch_size, tile_step=step)
-            means = _predict_means(predictor, store, fnames, progress, f"{name} fold {fold}")
-            frame = probs_frame(fnames, means.reshape(len(fnames), len(classes)), classes)
-            write_csv_atomic(frame, out_dir / "probs.csv")
-            write_json_atomic(marker, done)
-            frames.append(frame)
+            # Tile means only: the noisy set is four times the curated one.
+            frames.append(
+                predict_set_cached(
+                    predictor,
+                    store,
+                    fnames,
+                    root / name / f"fold_{fold}",
+                    classes,
+                    checkpoint,
+                    f"{name} fold {fold}",
+                    progress,
+                    save_tiles=False,
+                )
+            )
     blend = gmean_frames(frames)
     write_csv_atomic(blend, root / "probs.csv")
     return blend

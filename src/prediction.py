@@ -129,15 +129,18 @@ def predict_clips(
     classes: Sequence[str],
     desc: str,
     progress: bool = True,
+    save_tiles: bool = True,
 ) -> pd.DataFrame:
-    """Tile predictions of `fnames` saved as <fname>.npy, tile means saved as probs.csv."""
+    """Tile means of `fnames` saved as probs.csv, and with `save_tiles` each clip's tile
+    predictions as <fname>.npy."""
     means = []
     chunk = 32  # clips per call: tiles of several clips share the model's batches
     bar = tqdm(total=len(fnames), desc=desc, unit="clip", disable=not progress, leave=False)
     for start in range(0, len(fnames), chunk):
         names = fnames[start : start + chunk]
         for fname, tiles in zip(names, predictor.predict_tiles([store[f] for f in names])):
-            save_npy_atomic(tiles.astype(np.float32), out_dir / f"{fname}.npy")
+            if save_tiles:
+                save_npy_atomic(tiles.astype(np.float32), out_dir / f"{fname}.npy")
             means.append(tiles.mean(axis=0))
         bar.update(len(names))
     bar.close()
@@ -243,13 +246,14 @@ def predict_set_cached(
     checkpoint: Path,
     desc: str,
     progress: bool,
+    save_tiles: bool = True,
 ) -> pd.DataFrame:
     """`predict_clips`, skipped when `out_dir` already holds the same checkpoint's predictions."""
     marker = {"checkpoint": checkpoint.name, "tile_step": predictor.step, "clips": len(fnames)}
     done = out_dir / DONE_FILE
     if done.is_file() and json.loads(done.read_text()) == marker:
         return read_probs(out_dir / "probs.csv", classes)
-    frame = predict_clips(predictor, store, fnames, out_dir, classes, desc, progress)
+    frame = predict_clips(predictor, store, fnames, out_dir, classes, desc, progress, save_tiles)
     write_json_atomic(marker, done)
     return frame
 

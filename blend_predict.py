@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.cli import fail
+from src.cli import fail, names_list
 from src.config import ConfigError, get_paths, load_vocabulary
-from src.prediction import align_to_sample_submission, check_submission, gmean_frames, read_probs
+from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
+from src.runs import PROBS_FILE, read_probs
 from src.utils import write_csv_atomic
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="default: <data>/submission.csv")
     parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.experiments.split(",") if name.strip()]
+    names = names_list(args.experiments)
     try:
         if not names:
             raise ConfigError("--experiments names no experiment")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         vocabulary = load_vocabulary(paths)
         frames = []
         for name in names:
-            probs = paths.prediction_dir(name) / "probs.csv"
+            probs = paths.prediction_dir(name) / PROBS_FILE
             if not probs.is_file():
                 raise ConfigError(
                     f"{probs} not found: run `python predict_folds.py --experiment {name}` first"

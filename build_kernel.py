@@ -16,15 +16,11 @@ import argparse
 import shlex
 import sys
 
-from src.cli import fail
+from src.cli import fail, names_list
 from src.config import ConfigError
 from src.experiments import STACKING
-from src.kernel import DEFAULT_BLEND, DEFAULT_SINGLE, build_kernels, default_plans
-from src.kernel_runtime import DEVICES, MODES
-
-
-def names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+from src.kaggle.build import DEFAULT_BLEND, DEFAULT_SINGLE, build_kernels, default_plans
+from src.kaggle.runtime import DEVICES, MODES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         plans = default_plans(
             experiment=args.experiment,
             mode=args.mode,
-            blend=names(args.blend),
-            stacking=names(args.stacking),
+            blend=names_list(args.blend),
+            stacking=names_list(args.stacking),
             device=args.device,
             batch_size=args.batch_size,
             fill_undecodable=not args.fail_on_undecodable,

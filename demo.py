@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src.audio import AudioDecodeError
 from src.cli import fail
 from src.config import AUDIO, ConfigError, get_paths
+from src.data.audio import AudioDecodeError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def choose_checkpoint(args: argparse.Namespace) -> Path:
-    from src.tagging import best_experiment, find_experiment
+    from src.runs import find_experiment
+    from src.tools.tagging import best_experiment
 
     if args.model is not None:
         if not args.model.is_file():
@@ -103,7 +104,7 @@ def choose_checkpoint(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from src import live
+        from src.tools import live
 
         if args.list_devices:
             print(live.list_input_devices())
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
             matplotlib.use("Agg")  # rendered offscreen, whatever the display
         elif interactive:
-            from src.live_view import require_display
+            from src.tools.live_view import require_display
 
             require_display()
         if args.input is None:
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def open_blocks(args: argparse.Namespace, block_samples: int, wait) -> Iterator[np.ndarray]:
     """1 s blocks from --input (paced at real time unless --fast) or from the microphone."""
-    from src.audio import load_audio
-    from src.live import file_blocks, microphone_blocks, paced, parse_audio_device
+    from src.data.audio import load_audio
+    from src.tools.live import file_blocks, microphone_blocks, paced, parse_audio_device
 
     if args.input is None:
         print("listening (Ctrl+C to stop)", file=sys.stderr)
@@ -141,9 +142,9 @@ def open_blocks(args: argparse.Namespace, block_samples: int, wait) -> Iterator[
 
 
 def stream(args: argparse.Namespace, interactive: bool) -> int:
-    from src.live import LiveTagger, format_update
-    from src.predictor import Predictor
-    from src.tagging import model_classes
+    from src.prediction.tiling import Predictor
+    from src.tools.live import LiveTagger, format_update
+    from src.tools.tagging import model_classes
 
     checkpoint = choose_checkpoint(args)
     predictor = Predictor(checkpoint, args.device, batch_size=1, amp=args.amp)
@@ -153,7 +154,7 @@ def stream(args: argparse.Namespace, interactive: bool) -> int:
     print(f"model: {checkpoint} (window of {window})", file=sys.stderr)
     view = None
     if not args.headless or args.screenshot is not None:
-        from src.live_view import LiveView
+        from src.tools.live_view import LiveView
 
         view = LiveView(classes, tagger.window_frames, bars=max(args.top, 10))
         if interactive:

@@ -21,22 +21,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.cli import default_device, fail, setup_logging
+from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
-from src.corrections import (
+from src.data.corrections import count_entries
+from src.experiments import FIRST_LEVEL
+from src.tools.corrections import (
     DEFAULT_LABEL_THRESHOLD,
     DEFAULT_NOISY_THRESHOLD,
-    count_entries,
     default_review_list,
     make_noisy_corrections,
     make_review_list,
     read_review_list,
 )
-from src.experiments import FIRST_LEVEL
 
 
 def experiment_names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = names_list(text)
     if not names:
         raise argparse.ArgumentTypeError("name at least one experiment")
     return names
@@ -114,9 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument(
         "--out", type=Path, default=None, help="default <data>/corrections/noisy_corrections.json"
     )
-    noisy.add_argument("--device", default=None, help="default: cuda when available")
-    noisy.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass")
-    noisy.add_argument("--no-progress", action="store_true")
+    add_prediction_arguments(noisy)
     return parser
 
 
@@ -138,8 +136,8 @@ def run_curated(args, paths, vocabulary) -> int:
 
 
 def run_review_command(args, paths, vocabulary) -> int:
-    from src.folds import read_labels_csv
-    from src.review import STATE_FILE, ReviewItem, ReviewSession, make_player, run_review
+    from src.data.labels import read_labels_csv
+    from src.tools.review import STATE_FILE, ReviewItem, ReviewSession, make_player, run_review
 
     list_path = args.list or default_review_list(paths)
     items = ReviewItem.from_list(read_review_list(list_path), list_path.parent)

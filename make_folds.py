@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from src.config import N_FOLDS, ConfigError, get_paths, load_vocabulary
-from src.folds import FOLDS_SEED, make_folds, read_labels_csv
+from src.data.labels import FOLDS_SEED, make_folds, read_labels_csv
 from src.utils import write_csv_atomic
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from src.config import FAT2019_CLASSES, get_paths
-from src.synthetic import SyntheticSpec, SyntheticSummary, generate_dataset
+from src.data.synthetic import SyntheticSpec, SyntheticSummary, generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.cli import fail
+from src.cli import fail, names_list
 from src.config import ConfigError, get_paths
 from src.experiments import STACKING
-from src.kernel import package_weights, upload_instructions
+from src.kaggle.build import package_weights, upload_instructions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="dist/freesound-train.zip", help="zip to write")
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.experiments.split(",") if name.strip()]
+    names = names_list(args.experiments)
     try:
         if not names:
             raise ConfigError("--experiments names no experiment")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.cli import default_device, fail, setup_logging
+from src.cli import add_prediction_arguments, default_device, fail, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
-from src.prediction import predict_experiment
+from src.prediction.experiment import predict_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,16 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--experiment", required=True)
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass")
-    parser.add_argument(
-        "--fill-undecodable",
-        action="store_true",
-        help="give test clips that cannot be decoded the mean prediction instead of failing",
-    )
-    parser.add_argument("--no-progress", action="store_true")
+    add_prediction_arguments(parser, fill_undecodable=True)
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.cli import default_device, fail, setup_logging
+from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.experiments import STACKING
-from src.prediction import align_to_sample_submission, check_submission
-from src.stacking.pipeline import ensemble_predict
+from src.prediction.ensemble import ensemble_predict
+from src.prediction.tables import align_to_sample_submission, check_submission
 from src.utils import write_csv_atomic
 
 
@@ -29,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stacking", default=",".join(STACKING), help="stacking experiments to blend"
     )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
-    parser.add_argument("--no-progress", action="store_true")
+    add_prediction_arguments(parser, fill_undecodable=True)
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -41,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         result = ensemble_predict(
             paths,
             vocabulary,
-            [name for name in args.stacking.split(",") if name],
+            names_list(args.stacking),
             args.device or default_device(),
             args.batch_size,
             progress=not args.no_progress,

@@ -8,7 +8,7 @@ Same folds, callbacks, resume, --force and --gpus rules as train_folds.py.
 
 import sys
 
-from src.cli import train_command
+from src.training.command import train_command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.audio import AudioDecodeError
 from src.cli import default_device, fail
 from src.config import AUDIO, ConfigError, get_paths
+from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
 from src.utils import write_csv_atomic
 
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_source(args: argparse.Namespace, device: str):
-    from src.tagging import (
+    from src.tools.tagging import (
         best_experiment,
         checkpoint_source,
         ensemble_source,
@@ -82,7 +82,7 @@ def model_source(args: argparse.Namespace, device: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from src.tagging import (
+    from src.tools.tagging import (
         TaggedFile,
         clips_frame,
         collect_audio_files,

@@ -12,7 +12,7 @@ resumes an interrupted fold and skips finished ones; --force starts the experime
 
 import sys
 
-from src.cli import train_command
+from src.training.command import train_command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.audio import load_audio, make_extractor  # noqa: E402
 from src.config import AUDIO  # noqa: E402
-from src.live import LiveTagger, file_blocks  # noqa: E402
-from src.predictor import Predictor  # noqa: E402
+from src.data.audio import load_audio, make_extractor  # noqa: E402
+from src.prediction.tiling import Predictor  # noqa: E402
+from src.tools.live import LiveTagger, file_blocks  # noqa: E402
 
 DEFAULT_AUDIO = REPO_ROOT.parent / "shared/data/real-audio/librosa-examples/pibble.ogg"
 WARMUP = 3
@@ -40,8 +40,8 @@ BUDGET_SECONDS = 1.0  # one update per second of audio
 def full_size_predictor(checkpoint: Path | None, amp: str) -> Predictor:
     if checkpoint is not None:
         return Predictor(checkpoint, "cpu", batch_size=1, amp=amp)
-    from src.argus_models import FreesoundModel, model_params
     from src.experiments import resolve
+    from src.models.argus_models import FreesoundModel, model_params
 
     torch.manual_seed(0)  # random weights: the time does not depend on their values
     params = model_params(resolve("corr_noisy_007"), 80, "cpu", amp, False)

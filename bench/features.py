@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from common import REAL_AUDIO, best_time, table
 
-from src.audio import LibrosaLogMel, TorchLogMel, read_audio
+from src.data.audio import LibrosaLogMel, TorchLogMel, read_audio
 
 
 def load_waves(limit_seconds: float) -> tuple[list[np.ndarray], str]:

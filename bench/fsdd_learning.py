@@ -23,14 +23,14 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.argus_models import FreesoundModel
-from src.cache import get_store
+from src.augment.mixers import get_mixer
+from src.augment.transforms import get_transforms
 from src.config import REPO_ROOT, Vocabulary
-from src.datasets import ClipDataset, EpochSampler, ProbabilityMix
-from src.metrics import Lwlrap, MultiAccuracy
-from src.mixers import get_mixer
-from src.training import FoldParts, Schedule, run_fold
-from src.transforms import get_transforms
+from src.data.store import get_store
+from src.models.argus_models import FreesoundModel
+from src.models.metrics import Lwlrap, MultiAccuracy
+from src.training.datasets import ClipDataset, EpochSampler, ProbabilityMix
+from src.training.loop import FoldParts, Schedule, run_fold
 
 DIGITS = Vocabulary(tuple("0123456789"))
 

@@ -25,14 +25,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.config import ConfigError, Vocabulary, get_paths, load_vocabulary
-from src.corrections import (
+from src.data.labels import read_labels_csv
+from src.experiments import FIRST_LEVEL
+from src.tools.corrections import (
     DEFAULT_LABEL_THRESHOLD,
     DEFAULT_NOISY_THRESHOLD,
     predict_noisy,
     select_noisy,
 )
-from src.experiments import FIRST_LEVEL
-from src.folds import read_labels_csv
 
 THRESHOLDS = (0.25, 0.34, 0.5, 0.6, 0.75, 0.9, 1.0)
 

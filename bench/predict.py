@@ -19,9 +19,9 @@ import torch
 from common import best_time, describe_hardware, table
 from train_step import make_model
 
-from src.audio import TorchLogMel
-from src.predictor import Predictor
-from src.stacking.models import FCNet
+from src.data.audio import TorchLogMel
+from src.models.fcnet import FCNet
+from src.prediction.tiling import Predictor
 
 CNNS, MLPS, TEST_CLIPS, LIMIT_S = 35, 15, 3400, 3600
 

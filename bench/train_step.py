@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from common import best_time, bf16_peak, describe_hardware, table
 
-from src.argus_models import FreesoundModel
-from src.datasets import ClipDataset
+from src.augment.gpu import augment_batch
+from src.augment.mixers import get_mixer
+from src.augment.transforms import get_transforms
 from src.experiments import resolve
-from src.gpu_augment import RawWindowClips, augment_batch
-from src.mixers import get_mixer
-from src.transforms import get_transforms
+from src.models.argus_models import FreesoundModel
+from src.training.datasets import ClipDataset, RawWindowClips
 
 GFLOP_PER_SAMPLE = 49.0  # forward + backward, input 3x128x256 (issue 8)
 
@@ -147,7 +147,7 @@ def end_to_end_rate(
     `first_level.build_fold` builds it (after one warm-up pass that starts the workers)."""
     from torch.utils.data import DataLoader
 
-    from src.datasets import EpochSampler, ProbabilityMix
+    from src.training.datasets import EpochSampler, ProbabilityMix
 
     clips = faithful_clips()
     size = batch * steps

@@ -1,11 +1,10 @@
-"""Small helpers used across the package: atomic writes, geometric means, checkpoints."""
+"""Small helpers used across the package: atomic writes, geometric means, logging set-up."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -56,21 +55,6 @@ def geometric_mean(arrays: list[np.ndarray], eps: float = 1e-12) -> np.ndarray:
         raise ValueError("geometric_mean needs at least one array")
     stacked = np.stack([np.asarray(a, dtype=np.float64) for a in arrays])
     return np.exp(np.log(np.clip(stacked, eps, None)).mean(axis=0))
-
-
-CHECKPOINT_PATTERN = re.compile(r"^model-(\d+)-(-?\d+(?:\.\d+)?)\.pth$")
-
-
-def best_checkpoint(fold_dir: str | os.PathLike) -> tuple[Path, float] | None:
-    """The `model-EEE-S.pth` with the highest score S in a fold folder, or None."""
-    best = None
-    for path in Path(fold_dir).glob("model-*.pth"):
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match:
-            score = float(match.group(2))
-            if best is None or score > best[1]:
-                best = (path, score)
-    return best
 
 
 class _NotArgus(logging.Filter):

@@ -6,12 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT, copy_tree, pipeline_env
+
 REAL_AUDIO = Path(
     os.environ.get("FREESOUND_REAL_AUDIO", REPO_ROOT.parent / "shared/data/real-audio")
 )
@@ -50,17 +49,6 @@ def fsdd(real_audio) -> Path:
     return folder
 
 
-def write_wav(path: Path, audio: np.ndarray, sr: int = 44100, subtype: str = "PCM_16") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, audio, sr, subtype=subtype)
-    return path
-
-
-def tone(seconds: float, freq: float = 440.0, sr: int = 44100, level: float = 0.5) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
 # ----------------------------------------------------------------------------------------------
 # The smoke pipeline, run once per test session and shared (read-only) by the tests that need
 # trained models: synthetic data, folds, 7 first-level + 3 stacking experiments, predictions,
@@ -69,19 +57,6 @@ def tone(seconds: float, freq: float = 440.0, sr: int = 44100, level: float = 0.
 # ----------------------------------------------------------------------------------------------
 
 SMOKE_TREE_ENV = "FREESOUND_TEST_SMOKE_TREE"
-
-
-def pipeline_env(data_dir: Path, kernel_dir: Path) -> dict[str, str]:
-    """Environment for running ensemble_pipeline.sh from a test: this interpreter (whatever
-    `python` on PATH may be), the given data and kernel directories, no Kaggle mode."""
-    env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "FREESOUND_DATA_DIR": str(data_dir),
-        "KERNEL_DIR": str(kernel_dir),
-    }
-    env.pop("MODE", None)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -120,13 +95,6 @@ def smoke_data(smoke_tree, monkeypatch) -> Path:
     return smoke_tree
 
 
-def copy_tree(source: Path, destination: Path) -> Path:
-    import shutil
-
-    shutil.copytree(source, destination, symlinks=True)
-    return destination
-
-
 # ----------------------------------------------------------------------------------------------
 # A tiny synthetic dataset (6 classes, a few short clips) with folds and spectrogram stores, for
 # training and prediction tests that run in seconds. Read-only: copy it (`tiny_data`) to write.
@@ -136,7 +104,7 @@ def copy_tree(source: Path, destination: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tree(tmp_path_factory) -> Path:
     from src.config import FAT2019_CLASSES
-    from src.synthetic import generate_dataset
+    from src.data.synthetic import generate_dataset
 
     data = tmp_path_factory.mktemp("tiny") / "data"
     generate_dataset(
@@ -149,7 +117,6 @@ def tiny_tree(tmp_path_factory) -> Path:
         progress=False,
     )
     import subprocess
-    import sys
 
     env = {**os.environ, "FREESOUND_DATA_DIR": str(data)}
     subprocess.run(
@@ -164,12 +131,3 @@ def tiny_data(tiny_tree, tmp_path, monkeypatch) -> Path:
     data = copy_tree(tiny_tree, tmp_path / "tiny")
     monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
     return data
-
-
-def micro_config(name: str = "auxiliary_016", **changes) -> dict:
-    """A smoke configuration shrunk further for tests: a few steps per epoch."""
-    from src.experiments import _merge, resolve
-
-    config = resolve(name, smoke=True)
-    small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
-    return _merge(config, {**small, **changes})

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from src.audio import (
+from src.config import AUDIO, AudioConfig
+from src.data.audio import (
     AudioDecodeError,
     LibrosaLogMel,
     TorchLogMel,
@@ -14,8 +15,7 @@ from src.audio import (
     read_audio,
     trim_audio,
 )
-from src.config import AUDIO, AudioConfig
-from tests.conftest import tone, write_wav
+from tests.helpers import tone, write_wav
 
 CENTERED = AudioConfig(short_clip_rule="centered")
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-import src.cache as cache
-from src.audio import read_as_melspectrogram
-from src.cache import Extraction, SpectrogramStore, StoreError, get_store, store_key
-from tests.conftest import tone, write_wav
+import src.data.store as cache
+from src.data.audio import read_as_melspectrogram
+from src.data.store import Extraction, SpectrogramStore, StoreError, get_store, store_key
+from tests.helpers import tone, write_wav
 
 
 @pytest.fixture

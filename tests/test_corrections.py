@@ -13,16 +13,20 @@ import pandas as pd
 import pytest
 
 from src.config import ConfigError, Vocabulary, get_paths
-from src.corrections import (
+from src.data.corrections import (
     REMOVE,
     apply_corrections,
-    confident_labels,
     count_entries,
-    label_scores,
     load_corrections,
-    lowest_scores,
     relabelled_only,
     save_corrections,
+)
+from src.data.labels import load_label_tables
+from src.prediction.tables import probs_frame
+from src.tools.corrections import (
+    confident_labels,
+    label_scores,
+    lowest_scores,
     score_clips,
     select_noisy,
     selection_corrections,
@@ -30,10 +34,8 @@ from src.corrections import (
     top_predictions,
     write_review_list,
 )
-from src.datasets import load_label_tables
-from src.prediction import probs_frame
-from src.review import ReviewItem, ReviewSession, parse_labels, run_review
-from tests.conftest import copy_tree
+from src.tools.review import ReviewItem, ReviewSession, parse_labels, run_review
+from tests.helpers import copy_tree
 
 VOCABULARY = Vocabulary(("Bark", "Meow", "Purr"))
 

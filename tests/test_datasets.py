@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.config import ConfigError, get_paths, load_vocabulary
-from src.datasets import EpochSampler, load_label_tables
-from src.first_level import RunOptions, build_fold, load_first_level_data
-from tests.conftest import micro_config
+from src.data.labels import load_label_tables
+from src.training.datasets import EpochSampler
+from src.training.first_level import build_fold, load_first_level_data
+from src.training.loop import RunOptions
+from tests.helpers import micro_config
 
 
 def fold_parts(config=None, **options):

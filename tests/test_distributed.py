@@ -11,10 +11,12 @@ import pandas as pd
 import torch
 
 from src.config import get_paths, load_vocabulary
-from src.datasets import EpochSampler
-from src.first_level import RunOptions, build_fold, load_first_level_data
-from src.training import FINISHED_FILE, Schedule, train_folds_parallel
-from tests.conftest import REPO_ROOT, micro_config
+from src.runs import FINISHED_FILE
+from src.training.datasets import EpochSampler
+from src.training.first_level import build_fold, load_first_level_data
+from src.training.fold_queue import train_folds_parallel
+from src.training.loop import RunOptions, Schedule
+from tests.helpers import REPO_ROOT, micro_config
 
 SMOKE = [
     "--experiment",
@@ -52,7 +54,7 @@ def run_script(args, data, launcher=()):
 
 
 def test_two_process_gloo_ddp_matches_one_process(tiny_tree, tmp_path):
-    from tests.conftest import copy_tree
+    from tests.helpers import copy_tree
 
     one, two = copy_tree(tiny_tree, tmp_path / "one"), copy_tree(tiny_tree, tmp_path / "two")
     single = run_script([*SMOKE, "--device", "cpu"], one, launcher=(sys.executable,))

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from src.config import ConfigError, Vocabulary, get_paths
-from src.folds import make_folds, read_labels_csv
-from tests.conftest import REPO_ROOT, tone, write_wav
+from src.data.labels import make_folds, read_labels_csv
+from tests.helpers import REPO_ROOT, tone, write_wav
 
 
 def test_folds_equal_a_seeded_shuffle_cut_in_chunks():

@@ -10,10 +10,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from src.datasets import ClipDataset, ProbabilityMix
-from src.experiments import resolve
-from src.gpu_augment import (
-    RawWindowClips,
+from src.augment.gpu import (
     TrainDraws,
     augment_batch,
     delta_coefficients,
@@ -25,8 +22,8 @@ from src.gpu_augment import (
     resize_boxes,
     stack_deltas,
 )
-from src.mixers import AddMixer, SigmoidConcatMixer, get_mixer, sigmoid_mask
-from src.transforms import (
+from src.augment.mixers import AddMixer, SigmoidConcatMixer, get_mixer, sigmoid_mask
+from src.augment.transforms import (
     DELTA_WIDTH,
     Box,
     CenterCrop,
@@ -43,6 +40,8 @@ from src.transforms import (
     get_transforms,
     resized_crop,
 )
+from src.experiments import resolve
+from src.training.datasets import ClipDataset, ProbabilityMix, RawWindowClips
 
 HEIGHT, CROP = 16, 32  # tiny images for the exact comparisons
 CPU = torch.device("cpu")

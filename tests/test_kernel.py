@@ -24,10 +24,16 @@ import pytest
 
 from src.config import ConfigError
 from src.experiments import STACKING
-from src.kernel import DEFAULT_BLEND, DEFAULT_SINGLE, build_kernels, default_plans, package_weights
-from src.kernel_estimate import Sample, extrapolate, report_lines
-from src.kernel_runtime import KernelPlan, Step, script_steps
-from tests.conftest import REPO_ROOT, copy_tree
+from src.kaggle.build import (
+    DEFAULT_BLEND,
+    DEFAULT_SINGLE,
+    build_kernels,
+    default_plans,
+    package_weights,
+)
+from src.kaggle.estimate import Sample, extrapolate, report_lines
+from src.kaggle.runtime import KernelPlan, Step, script_steps
+from tests.helpers import REPO_ROOT, copy_tree
 
 COMPETITION = "freesound-audio-tagging-2019"
 CHECKPOINT = re.compile(r"^model-\d+-(-?\d+(?:\.\d+)?)\.pth$")
@@ -125,7 +131,7 @@ def test_kernel_embeds_the_sources_scripts_and_argus_only(kernels, tmp_path):
     expected = {
         f"src/{p.relative_to(REPO_ROOT / 'src').as_posix()}": p
         for p in (REPO_ROOT / "src").rglob("*.py")
-        if "__pycache__" not in p.parts and "kernel_templates" not in p.parts
+        if "__pycache__" not in p.parts and "templates" not in p.parts
     }
     expected |= {
         f"argus/{p.relative_to(argus_dir).as_posix()}": p
@@ -310,7 +316,7 @@ def test_missing_inputs_are_reported(kernels, kaggle_input, tmp_path):
 def test_a_failing_step_leaves_nothing_to_submit(tmp_path, monkeypatch, capsys):
     """A step that fails after another wrote submission.csv: the kernel deletes it and its
     intermediate outputs, keeps what was there before, and fails with the step's status."""
-    import src.kernel_runtime as runtime
+    import src.kaggle.runtime as runtime
 
     root = kaggle_root(tmp_path, {})
     working = root / "kaggle" / "working"

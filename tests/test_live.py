@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tone, write_wav
 
-from src.audio import audio_to_melspectrogram, load_audio, make_extractor
 from src.config import ConfigError
-from src.live import (
+from src.data.audio import audio_to_melspectrogram, load_audio, make_extractor
+from src.prediction.tiling import Predictor
+from src.tools.live import (
     LiveTagger,
     LiveUpdate,
     file_blocks,
@@ -25,7 +25,7 @@ from src.live import (
     microphone_blocks,
     paced,
 )
-from src.predictor import Predictor
+from tests.helpers import tone, write_wav
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -35,8 +35,8 @@ ENTRY = re.compile(r"^ *(\S+) - (\d\.\d\d)$")
 
 def tiny_model(crop_size: int, num_classes: int = 5):
     """A randomly initialised small AuxSkipAttention whose tile is `crop_size` frames."""
-    from src.argus_models import FreesoundModel, model_params
     from src.experiments import resolve
+    from src.models.argus_models import FreesoundModel, model_params
 
     config = resolve("auxiliary_016", smoke=True)
     config["crop_size"] = crop_size
@@ -221,11 +221,11 @@ def test_microphone_blocks_open_the_original_stream_and_yield_its_blocks():
 
 def test_no_input_device_gives_the_hints(monkeypatch):
     fake = FakeSoundDevice([], broken=True)
-    monkeypatch.setattr("src.live.inside_docker", lambda: False)
+    monkeypatch.setattr("src.tools.live.inside_docker", lambda: False)
     with pytest.raises(ConfigError, match="--list-devices") as error:
         next(microphone_blocks(sounddevice=fake))
     assert "--audio-device" in str(error.value) and "/dev/snd" not in str(error.value)
-    monkeypatch.setattr("src.live.inside_docker", lambda: True)
+    monkeypatch.setattr("src.tools.live.inside_docker", lambda: True)
     with pytest.raises(ConfigError, match="--device /dev/snd"):
         next(microphone_blocks(sounddevice=fake))
 
@@ -242,7 +242,7 @@ def test_missing_portaudio_is_reported_with_the_package_to_install(monkeypatch):
 
 
 def test_view_updates_one_image_in_place_and_saves_a_png(tmp_path):
-    from src.live_view import LiveView
+    from src.tools.live_view import LiveView
 
     classes = [f"class_{i}" for i in range(12)]
     view = LiveView(classes, window_frames=256)
@@ -266,7 +266,7 @@ def test_view_updates_one_image_in_place_and_saves_a_png(tmp_path):
 
 
 def test_require_display_explains_headless(monkeypatch):
-    from src.live_view import require_display
+    from src.tools.live_view import require_display
 
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.losses import (
+from src.models.losses import (
     LOSSES,
     AuxWeightedLoss,
     BCEMaxOutlierLoss,

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import label_ranking_average_precision_score
 
-from src.metrics import (
+from src.models.metrics import (
     Lwlrap,
     MultiAccuracy,
     lwlrap,

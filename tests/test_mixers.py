@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.mixers import (
+from src.augment.mixers import (
     AddMixer,
     RandomMixer,
     SigmoidConcatMixer,

@@ -12,9 +12,9 @@ import pytest
 
 from src.config import Vocabulary
 from src.experiments import FIRST_LEVEL, STACKING
-from src.metrics import lwlrap
-from src.predictor import tile_layout
-from tests.conftest import REPO_ROOT, copy_tree, pipeline_env
+from src.models.metrics import lwlrap
+from src.prediction.tiling import tile_layout
+from tests.helpers import REPO_ROOT, copy_tree, pipeline_env
 
 
 def chance_lwlrap(data) -> float:

@@ -6,18 +6,18 @@ import pytest
 import scipy.stats
 import torch
 
+from src.augment.transforms import get_transforms
 from src.config import ConfigError, get_paths
-from src.prediction import (
+from src.models.fcnet import FCNet
+from src.prediction.tables import (
     align_to_sample_submission,
     check_submission,
-    fold_checkpoints,
     gmean_frames,
     probs_frame,
 )
-from src.predictor import make_tiles, tile_layout, tiles_to_input
-from src.stacking.data import random_tile_subset
-from src.stacking.models import FCNet
-from src.transforms import get_transforms
+from src.prediction.tiling import make_tiles, tile_layout, tiles_to_input
+from src.runs import fold_checkpoints
+from src.training.datasets import random_tile_subset
 
 
 @pytest.mark.parametrize(

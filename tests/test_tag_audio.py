@@ -1,4 +1,4 @@
-"""tag_audio.py and src.tagging: real recordings, model sources, CSVs, bad files, defaults."""
+"""tag_audio.py and src.tools.tagging: real recordings, model sources, CSVs, bad files, defaults."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-from conftest import tone, write_wav
 from scipy.stats import gmean
 
-from src.audio import make_extractor, read_audio
 from src.config import AUDIO, ConfigError
-from src.predictor import Predictor, tile_layout
-from src.tagging import best_experiment, collect_audio_files
-from src.utils import best_checkpoint
+from src.data.audio import make_extractor, read_audio
+from src.prediction.tiling import Predictor, tile_layout
+from src.runs import best_checkpoint
+from src.tools.tagging import best_experiment, collect_audio_files
+from tests.helpers import tone, write_wav
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOP_SECONDS = AUDIO.hop_length / AUDIO.sampling_rate

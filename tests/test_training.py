@@ -10,13 +10,14 @@ import pytest
 import torch
 from argus.callbacks import Callback
 
-from src.argus_models import FreesoundModel, resolve_amp
-from src.cli import train_command
 from src.config import get_paths, load_vocabulary
 from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
-from src.first_level import RunOptions, build_fold, load_first_level_data
-from src.training import STATE_FILE, Schedule, run_fold
-from tests.conftest import micro_config
+from src.models.argus_models import FreesoundModel, resolve_amp
+from src.runs import STATE_FILE
+from src.training.command import train_command
+from src.training.first_level import build_fold, load_first_level_data
+from src.training.loop import RunOptions, Schedule, run_fold
+from tests.helpers import micro_config
 
 ARGS = ["--smoke", "--folds", "0", "--workers", "0", "--no-progress", "--device", "cpu"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.transforms import (
+from src.augment.transforms import (
     Box,
     CenterCrop,
     Compose,

@@ -1,0 +1,160 @@
+"""The argus models: FreesoundModel trains and runs the CNNs, StackingModel the MLPs.
+
+Params are JSON-like (so a checkpoint loads with `torch.load(weights_only=True)`, which
+`argus.load_model` uses on torch >= 2.6):
+
+    {"nn_module": ("AuxSkipAttention", {"num_classes": 80, ...}),
+     "loss": ("OnlyNoisyLSoftLoss", {"beta": 0.7, ...}),
+     "optimizer": ("Adam", {"lr": 0.0009}),
+     "device": "cuda",
+     "aux_weights": [1.0, 0.4, 0.2, 0.1],   # or None for single-output models
+     "amp": "bf16",                         # "off", "fp16" (with GradScaler) or "bf16"
+     "channels_last": False}
+
+Mixed precision replaces the original's apex O2 with torch.amp: weights, BatchNorm and the
+optimizer stay fp32, the forward pass runs under autocast, losses run in fp32, and fp16 uses a
+dynamically scaled loss (GradScaler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import argus
+import torch
+from argus.utils import deep_detach, deep_to
+from torch import nn
+
+from src.models import MODELS
+from src.models.fcnet import FCNet
+from src.models.losses import LOSSES, AuxWeightedLoss, BCEWithLogits
+
+AMP_MODES = ("off", "fp16", "bf16")
+
+
+def main_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The main head's logits: the first of (main, aux3, aux2, aux1), or the only output."""
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+class MainSigmoid(nn.Module):
+    """Prediction transform: probabilities of the main output, in fp32."""
+
+    def forward(self, output) -> torch.Tensor:
+        return torch.sigmoid(main_output(output).float())
+
+
+def resolve_amp(amp: str, device: str | torch.device) -> str:
+    """'auto' -> bf16 on GPUs that support it, fp16 on older GPUs, off on the CPU."""
+    device = torch.device(device)
+    if amp == "auto":
+        if device.type != "cuda":
+            return "off"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {(*AMP_MODES, 'auto')}, got {amp!r}")
+    return amp
+
+
+class FreesoundModel(argus.Model):
+    nn_module = MODELS
+    loss = LOSSES
+    prediction_transform = MainSigmoid
+
+    def __init__(self, params: dict) -> None:
+        super().__init__(params)
+        self.amp = resolve_amp(self.params.get("amp", "off"), self.device)
+        self.params["amp"] = self.amp
+        self.channels_last = bool(self.params.get("channels_last", False))
+        if self.channels_last:
+            self.nn_module = self.nn_module.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        # Optional (input, target, noisy) -> (input, target, noisy) on the device, e.g. the GPU
+        # augmentation path; not part of params, so checkpoints stay plain data.
+        self.batch_transform: Callable | None = None
+
+    def build_loss(self, loss_meta, loss_params):
+        loss = super().build_loss(loss_meta, loss_params)
+        weights = self.params.get("aux_weights")
+        return AuxWeightedLoss(loss, weights) if weights else loss
+
+    def _autocast(self):
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp != "off")
+
+    def _prepare(self, batch):
+        input, target, noisy = deep_to(batch, device=self.device, non_blocking=True)
+        if self.batch_transform is not None:
+            input, target, noisy = self.batch_transform(input, target, noisy)
+        if self.channels_last:
+            input = input.contiguous(memory_format=torch.channels_last)
+        return input, target, noisy
+
+    def train_step(self, batch, state) -> dict:
+        self.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        input, target, noisy = self._prepare(batch)
+        with self._autocast():
+            output = self.nn_module(input)
+        loss = self.loss(output, target, noisy)  # fp32 inside, outside autocast
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {
+            "prediction": self.prediction_transform(deep_detach(output)),
+            "target": target.detach(),
+            "loss": loss.item(),
+        }
+
+    def val_step(self, batch, state) -> dict:
+        self.eval()
+        with torch.no_grad():
+            input, target, noisy = deep_to(batch, device=self.device, non_blocking=True)
+            if self.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                output = self.nn_module(input)
+            loss = self.loss(output, target, noisy)
+            return {
+                "prediction": self.prediction_transform(output),
+                "target": target,
+                "loss": loss.item(),
+            }
+
+    def predict(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_predict_ready()
+        with torch.no_grad():
+            self.eval()
+            input = deep_to(input, self.device)
+            if self.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                output = self.nn_module(input)
+            return self.prediction_transform(output)
+
+
+def model_params(
+    config: dict, num_classes: int, device: str, amp: str, channels_last: bool
+) -> dict:
+    """argus params of a first-level experiment configuration."""
+    return {
+        "nn_module": (
+            config["model"]["name"],
+            {**config["model"]["params"], "num_classes": num_classes},
+        ),
+        "loss": (config["loss"]["name"], dict(config["loss"]["params"])),
+        "optimizer": (config["optimizer"]["name"], dict(config["optimizer"]["params"])),
+        "device": device,
+        "aux_weights": config.get("aux_weights"),
+        "amp": amp,
+        "channels_last": channels_last,
+        "crop_size": int(config["crop_size"]),  # the predictor's tile width
+    }
+
+
+class StackingModel(argus.Model):
+    """argus's default steps on (mean tile probabilities, target), sigmoid output, fp32."""
+
+    nn_module = {"FCNet": FCNet}
+    loss = {"BCEWithLogits": BCEWithLogits}
+    prediction_transform = nn.Sigmoid

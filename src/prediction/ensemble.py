@@ -1,0 +1,171 @@
+"""The final ensemble: first-level test predictions, the stacking MLPs on them, one blend.
+
+The final prediction is the geometric mean, with equal weights, of the first-level
+experiments' test predictions (each the geometric mean over its folds of tile means at a step
+of half the crop) and of the stacking experiments' predictions (each the geometric mean over
+its folds of the MLP applied to the first-level predictions side by side). `final_blend` is
+that formula, used by stacking_predict.py and by tag_audio.py --ensemble alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from src.config import ConfigError, Paths, Vocabulary
+from src.data.labels import read_folds, read_labels_csv
+from src.data.store import test_store
+from src.experiments import tile_steps
+from src.prediction.experiment import predict_set_cached
+from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
+from src.prediction.tiling import Predictor, load_checkpoint
+from src.runs import (
+    experiment_config,
+    fold_checkpoints,
+    fold_dir,
+    read_oof,
+    read_oof_tiles,
+)
+from src.utils import geometric_mean
+
+
+def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities of a stacking MLP for (rows, n_experiments * n_classes) inputs."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(
+            np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
+        )
+        outputs.append(model.predict(batch).float().cpu().numpy())
+    return (
+        np.concatenate(outputs)
+        if outputs
+        else np.zeros((0, model.params["nn_module"][1]["num_classes"]))
+    )
+
+
+def final_blend(
+    first_level: Sequence[np.ndarray], stacking: Sequence[Sequence[object]]
+) -> np.ndarray:
+    """(rows, n_classes) per first-level experiment and the fold models of each stacking
+    experiment -> the final (rows, n_classes) probabilities."""
+    stack_inputs = np.concatenate(first_level, axis=1)
+    second = [
+        geometric_mean([predict_mlp(model, stack_inputs) for model in folds]) for folds in stacking
+    ]
+    return geometric_mean([*first_level, *second])
+
+
+def stacking_models(paths: Paths, names: Sequence[str], device: str) -> list[list[object]]:
+    """The fold models of each stacking experiment, loaded for prediction."""
+    return [
+        [load_checkpoint(c, device) for c in fold_checkpoints(paths.experiment_dir(n), n).values()]
+        for n in names
+    ]
+
+
+def stacking_oof(name: str, paths: Paths, vocabulary: Vocabulary, device: str) -> pd.DataFrame:
+    """Out-of-fold predictions of a stacking experiment on every curated clip."""
+    config = experiment_config(paths.experiment_dir(name))
+    folds = read_folds(paths.folds_csv)
+    inputs = read_oof_tiles(paths.predictions_dir, config["inputs"], folds["fname"], folds["fold"])
+    means = np.stack([x.mean(axis=0) for x in inputs])
+    predictions = np.zeros((len(folds), len(vocabulary)))
+    for fold, checkpoint in fold_checkpoints(paths.experiment_dir(name), name).items():
+        rows = (folds["fold"] == fold).to_numpy()
+        predictions[rows] = predict_mlp(load_checkpoint(checkpoint, device), means[rows])
+    return probs_frame(folds["fname"].tolist(), predictions, vocabulary.classes)
+
+
+def first_level_test(
+    name: str,
+    paths: Paths,
+    vocabulary: Vocabulary,
+    test,
+    device: str,
+    batch_size: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """Test tile means of every fold model at step crop/2, geometric mean over folds."""
+    experiment_dir = paths.experiment_dir(name)
+    step = tile_steps(experiment_config(experiment_dir))["stacking_test"]
+    frames = []
+    for fold, checkpoint in fold_checkpoints(experiment_dir, name).items():
+        predictor = Predictor(checkpoint, device, batch_size, tile_step=step)
+        out_dir = fold_dir(paths.prediction_dir(name), fold) / f"test_step{step}"
+        frames.append(
+            predict_set_cached(
+                predictor,
+                test,
+                test.fnames,
+                out_dir,
+                vocabulary.classes,
+                checkpoint,
+                f"{name} fold {fold}",
+                progress,
+            )
+        )
+    return gmean_frames(frames)
+
+
+@dataclass
+class EnsembleResult:
+    submission: pd.DataFrame
+    table: pd.DataFrame  # level, experiment, oof_lwlrap
+
+
+def ensemble_predict(
+    paths: Paths,
+    vocabulary: Vocabulary,
+    stacking_names: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 64,
+    progress: bool = True,
+    with_oof: bool = True,
+) -> EnsembleResult:
+    """The final blend of the test set (see the module's docstring)."""
+    configs = [experiment_config(paths.experiment_dir(name)) for name in stacking_names]
+    inputs = configs[0]["inputs"]
+    if any(c["inputs"] != inputs for c in configs):
+        raise ConfigError("the stacking experiments must share their first-level inputs")
+    test = test_store(paths)
+    first = [
+        first_level_test(n, paths, vocabulary, test, device, batch_size, progress) for n in inputs
+    ]
+    fnames, arrays = aligned_arrays(first)
+    blend = final_blend(arrays, stacking_models(paths, stacking_names, device))
+    submission = probs_frame(fnames, blend, vocabulary.classes)
+    table = (
+        oof_table(paths, vocabulary, inputs, stacking_names, device) if with_oof else pd.DataFrame()
+    )
+    return EnsembleResult(submission, table)
+
+
+def oof_table(
+    paths: Paths, vocabulary: Vocabulary, inputs, stacking_names, device: str
+) -> pd.DataFrame:
+    """Out-of-fold lwlrap of each experiment of both levels and of their blend, against the
+    original curated labels."""
+    truth = read_labels_csv(paths.train_curated_csv, vocabulary)
+    frames, rows = [], []
+    for name in inputs:
+        oof = read_oof(paths.predictions_dir, name, vocabulary.classes)
+        frames.append(oof)
+        rows.append(("first level", name, cv_scores(oof, truth, vocabulary)["overall_lwlrap"]))
+    for name in stacking_names:
+        oof = stacking_oof(name, paths, vocabulary, device)
+        frames.append(oof)
+        rows.append(("stacking", name, cv_scores(oof, truth, vocabulary)["overall_lwlrap"]))
+    blend = gmean_frames(frames)
+    rows.append(
+        (
+            "blend",
+            f"geometric mean of {len(frames)}",
+            cv_scores(blend, truth, vocabulary)["overall_lwlrap"],
+        )
+    )
+    return pd.DataFrame(rows, columns=["level", "experiment", "oof_lwlrap"])

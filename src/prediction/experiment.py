@@ -1,0 +1,188 @@
+"""Predictions of an experiment's fold models: out-of-fold, test, the fold blend, CV.
+
+Writes under <data>/predictions/<experiment>/ (the layout is src.runs'): every fold's
+out-of-fold and test tile probabilities and tile means, the geometric mean over folds of the
+test predictions, and `val_lwlrap.json` / `val_lwlrap.png` (overall and per-class lwlrap of
+the out-of-fold predictions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from src.config import Paths, Vocabulary
+from src.data.labels import read_folds, read_labels_csv
+from src.data.store import curated_store, test_store
+from src.experiments import tile_steps
+from src.prediction.tables import (
+    align_to_sample_submission,
+    check_submission,
+    cv_scores,
+    gmean_frames,
+    probs_frame,
+    save_cv,
+)
+from src.prediction.tiling import Predictor
+from src.runs import (
+    DONE_FILE,
+    OOF_DIR,
+    PROBS_FILE,
+    TEST_DIR,
+    experiment_config,
+    fold_checkpoints,
+    fold_dir,
+    read_probs,
+)
+from src.utils import save_npy_atomic, write_csv_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# Predicting a set of clips with one model
+# --------------------------------------------------------------------------------------
+
+
+def predict_clips(
+    predictor,
+    store,
+    fnames: Sequence[str],
+    out_dir: Path,
+    classes: Sequence[str],
+    desc: str,
+    progress: bool = True,
+    save_tiles: bool = True,
+) -> pd.DataFrame:
+    """Tile means of `fnames` saved as probs.csv, and with `save_tiles` each clip's tile
+    predictions as <fname>.npy."""
+    means = []
+    chunk = 32  # clips per call: tiles of several clips share the model's batches
+    bar = tqdm(total=len(fnames), desc=desc, unit="clip", disable=not progress, leave=False)
+    for start in range(0, len(fnames), chunk):
+        names = fnames[start : start + chunk]
+        for fname, tiles in zip(names, predictor.predict_tiles([store[f] for f in names])):
+            if save_tiles:
+                save_npy_atomic(tiles.astype(np.float32), out_dir / f"{fname}.npy")
+            means.append(tiles.mean(axis=0))
+        bar.update(len(names))
+    bar.close()
+    frame = probs_frame(
+        list(fnames), np.stack(means) if means else np.zeros((0, len(classes))), classes
+    )
+    write_csv_atomic(frame, out_dir / PROBS_FILE)
+    return frame
+
+
+# --------------------------------------------------------------------------------------
+# A whole experiment
+# --------------------------------------------------------------------------------------
+
+
+def predict_set_cached(
+    predictor,
+    store,
+    fnames: Sequence[str],
+    out_dir: Path,
+    classes,
+    checkpoint: Path,
+    desc: str,
+    progress: bool,
+    save_tiles: bool = True,
+) -> pd.DataFrame:
+    """`predict_clips`, skipped when `out_dir` already holds the same checkpoint's predictions."""
+    marker = {"checkpoint": checkpoint.name, "tile_step": predictor.step, "clips": len(fnames)}
+    done = out_dir / DONE_FILE
+    if done.is_file() and json.loads(done.read_text()) == marker:
+        return read_probs(out_dir / PROBS_FILE, classes)
+    frame = predict_clips(predictor, store, fnames, out_dir, classes, desc, progress, save_tiles)
+    write_json_atomic(marker, done)
+    return frame
+
+
+def present(fnames: Sequence[str], store, what: str) -> list[str]:
+    """The clips that have spectrograms; the others failed to decode and are reported."""
+    kept = [f for f in fnames if f in store]
+    if len(kept) < len(fnames):
+        lost = [f for f in fnames if f not in store]
+        log.warning(
+            "%s: %d clips could not be decoded and are skipped: %s", what, len(lost), lost[:10]
+        )
+    return kept
+
+
+def predict_experiment(
+    name: str,
+    paths: Paths,
+    vocabulary: Vocabulary,
+    device: str = "cpu",
+    batch_size: int = 64,
+    progress: bool = True,
+    fill_missing: bool = False,
+) -> dict:
+    """Out-of-fold and test predictions of every fold model, the fold blend, and the CV."""
+    experiment_dir = paths.experiment_dir(name)
+    checkpoints = fold_checkpoints(experiment_dir, name)
+    steps = tile_steps(experiment_config(experiment_dir))
+    classes = list(vocabulary.classes)
+    out = paths.prediction_dir(name)
+    test = test_store(paths)
+    validate = not paths.kernel  # a kernel predicts the test set only (spec 11)
+    if validate:
+        folds = read_folds(paths.folds_csv)
+        curated = curated_store(paths)
+
+    test_frames, val_frames = [], []
+    for fold, checkpoint in checkpoints.items():
+        predictor = Predictor(checkpoint, device, batch_size)
+        folder = fold_dir(out, fold)
+        if validate:
+            # Every clip of the fold, also those the corrections remove (spec 10.2).
+            fnames = present(folds.loc[folds["fold"] == fold, "fname"].tolist(), curated, "curated")
+            predictor.step = steps["oof"]
+            val_frames.append(
+                predict_set_cached(
+                    predictor,
+                    curated,
+                    fnames,
+                    folder / OOF_DIR,
+                    classes,
+                    checkpoint,
+                    f"{name} fold {fold} val",
+                    progress,
+                )
+            )
+        predictor.step = steps["test"]
+        test_frames.append(
+            predict_set_cached(
+                predictor,
+                test,
+                test.fnames,
+                folder / TEST_DIR,
+                classes,
+                checkpoint,
+                f"{name} fold {fold} test",
+                progress,
+            )
+        )
+    blend = gmean_frames(test_frames)
+    write_csv_atomic(blend, out / PROBS_FILE)
+    summary = {"experiment": name, "test_clips": len(blend), "probs": str(out / PROBS_FILE)}
+    if paths.kernel:
+        submission = align_to_sample_submission(blend, paths, fill_missing)
+        check_submission(submission, classes, len(submission))
+        write_csv_atomic(submission, paths.submission)
+        summary["submission"] = str(paths.submission)
+    else:
+        # CV against the original labels of all curated clips (spec 10.2, quirk Q18).
+        truth = read_labels_csv(paths.train_curated_csv, vocabulary)
+        scores = cv_scores(pd.concat(val_frames, ignore_index=True), truth, vocabulary)
+        save_cv(scores, out, name)
+        summary["overall_lwlrap"] = scores["overall_lwlrap"]
+    return summary

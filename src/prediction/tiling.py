@@ -1,0 +1,108 @@
+"""Tiled prediction: a spectrogram of any length -> one probability row per tile (spec 10.1).
+
+A clip of width W is cut into n = max(1, ceil((W - (tile - step)) / step)) tiles of `tile`
+frames, `step` apart, after padding it to step * n + (tile - step) frames with its own minimum
+(half the extra width on the left, rounded down). Each tile then goes through the validation
+transform (deltas, /100) and the model. Everything after the spectrogram runs in torch on the
+model's device, and tiles of many clips share batches, so a GPU is kept busy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import argus
+import numpy as np
+import torch
+
+from src.augment.transforms import TENSOR_SCALE, delta_matrices
+
+
+def tile_layout(width: int, tile: int, step: int) -> tuple[int, int, int]:
+    """(number of tiles, left padding, right padding) of a clip of `width` frames."""
+    if width < 1 or tile < 1 or not 0 < step <= tile:
+        raise ValueError(f"bad tiling: width {width}, tile {tile}, step {step}")
+    overlap = tile - step
+    n_tiles = max(1, math.ceil((width - overlap) / step))
+    extra = step * n_tiles + overlap - width
+    return n_tiles, extra // 2, extra - extra // 2
+
+
+def make_tiles(spectrogram: torch.Tensor, tile: int, step: int) -> torch.Tensor:
+    """(n_mels, W) -> (n_tiles, n_mels, tile), padded with the clip's minimum."""
+    _, left, right = tile_layout(spectrogram.shape[1], tile, step)
+    padded = torch.nn.functional.pad(spectrogram, (left, right), value=float(spectrogram.min()))
+    return padded.unfold(1, tile, step).permute(1, 0, 2)
+
+
+@lru_cache(maxsize=16)
+def _delta_operators(width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    d1, d2 = delta_matrices(width)
+    return torch.from_numpy(np.array(d1)).to(device), torch.from_numpy(np.array(d2)).to(device)
+
+
+def tiles_to_input(tiles: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, T) -> (B, 3, n_mels, T): [x, delta, delta-delta] / 100, as ToTensor does."""
+    d1, d2 = _delta_operators(tiles.shape[-1], tiles.device)
+    return torch.stack([tiles, tiles @ d1, tiles @ d2], dim=1) / TENSOR_SCALE
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", amp: str | None = None
+):
+    """An argus checkpoint loaded for prediction only (no optimizer, no loss)."""
+    import src.models.argus_models
+    import src.models.stacking_argus  # noqa: F401  (registers StackingModel)
+
+    overrides = {} if amp is None else {"amp": amp}
+    return argus.load_model(str(path), device=str(device), optimizer=None, loss=None, **overrides)
+
+
+class Predictor:
+    """Predicts tiles of spectrograms with one CNN checkpoint."""
+
+    def __init__(
+        self,
+        model_or_path,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        tile_step: int | None = None,
+        amp: str | None = None,
+    ) -> None:
+        if isinstance(model_or_path, str | Path):
+            # A checkpoint trained with bf16 on a GPU runs in fp32 on the CPU unless asked.
+            amp = (
+                amp if amp is not None else ("off" if torch.device(device).type == "cpu" else None)
+            )
+            model_or_path = load_checkpoint(model_or_path, device, amp)
+        self.model = model_or_path
+        self.device = self.model.device
+        self.tile = int(self.model.params.get("crop_size", 256))
+        self.step = int(tile_step or self.tile // 4)
+        self.batch_size = batch_size
+
+    def _tiles(self, spectrogram) -> torch.Tensor:
+        spectrogram = torch.from_numpy(np.array(spectrogram, dtype=np.float32)).to(self.device)
+        return make_tiles(spectrogram, self.tile, self.step)
+
+    def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
+        """One (n_tiles, n_classes) float32 array per spectrogram."""
+        tiles = [self._tiles(s) for s in spectrograms]
+        counts = [len(t) for t in tiles]
+        if not tiles:
+            return []
+        flat = torch.cat(tiles)
+        outputs = []
+        for start in range(0, len(flat), self.batch_size):
+            batch = tiles_to_input(flat[start : start + self.batch_size])
+            outputs.append(self.model.predict(batch).float().cpu())
+        probabilities = torch.cat(outputs).numpy()
+        return np.split(probabilities, np.cumsum(counts)[:-1])
+
+    def predict_clip(self, spectrogram) -> np.ndarray:
+        """The tile mean of one clip: (n_classes,)."""
+        return self.predict_tiles([spectrogram])[0].mean(axis=0)

@@ -1,0 +1,291 @@
+"""What lives on disk under `experiments/` and `predictions/`: every name and lookup, once.
+
+    experiments/<exp>/params.json              the resolved configuration, classes, seed, runtime
+    experiments/<exp>/fold_<k>/model-EEE-S.pth the best checkpoint (score S at epoch EEE)
+    experiments/<exp>/fold_<k>/last.pth        the state to resume from; removed when done
+    experiments/<exp>/fold_<k>/finished.json   written when the fold is done
+    predictions/<exp>/fold_<k>/val/            out-of-fold predictions: <fname>.npy tile
+                                               probabilities, probs.csv tile means, done.json
+    predictions/<exp>/fold_<k>/test/           the same for the test clips
+    predictions/<exp>/probs.csv                the blend of the folds' test predictions
+
+`Paths` (src/config.py) says where the two roots are; this module says what is inside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.config import N_FOLDS, ConfigError
+
+PARAMS_FILE = "params.json"
+FINISHED_FILE = "finished.json"
+STATE_FILE = "last.pth"
+CHECKPOINT_FORMAT = "model-{epoch:03d}-{monitor:.6f}.pth"  # argus's MonitorCheckpoint format
+CHECKPOINT_GLOB = "model-*.pth"
+CHECKPOINT_PATTERN = re.compile(r"^model-(\d+)-(-?\d+(?:\.\d+)?)\.pth$")
+PROBS_FILE = "probs.csv"
+DONE_FILE = "done.json"  # what a prediction folder was made from (its cache key)
+OOF_DIR = "val"
+TEST_DIR = "test"
+
+
+# --------------------------------------------------------------------------------------
+# Experiment folders
+# --------------------------------------------------------------------------------------
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    """`fold_<k>` of an experiment or prediction folder."""
+    return run_dir / f"fold_{fold}"
+
+
+def fold_number(path: Path) -> int | None:
+    """k of a `fold_<k>` folder, None for any other name."""
+    suffix = path.name.removeprefix("fold_")
+    return int(suffix) if path.name.startswith("fold_") and suffix.isdigit() else None
+
+
+def checkpoint_name(epoch: int, score: float) -> str:
+    return CHECKPOINT_FORMAT.format(epoch=epoch, monitor=score)
+
+
+def best_checkpoint(fold: str | os.PathLike) -> tuple[Path, float] | None:
+    """The `model-EEE-S.pth` with the highest score S in a fold folder, or None."""
+    best = None
+    for path in Path(fold).glob(CHECKPOINT_GLOB):
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match:
+            score = float(match.group(2))
+            if best is None or score > best[1]:
+                best = (path, score)
+    return best
+
+
+def fold_finished(fold: Path) -> bool:
+    return (fold / FINISHED_FILE).is_file()
+
+
+def read_finished(fold: Path) -> dict:
+    return json.loads((fold / FINISHED_FILE).read_text())
+
+
+def read_params(experiment_dir: Path) -> dict | None:
+    """The experiment's params.json record, or None when there is none."""
+    path = experiment_dir / PARAMS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def experiment_config(experiment_dir: Path) -> dict:
+    """The configuration a trained experiment was trained with (what prediction uses)."""
+    record = read_params(experiment_dir)
+    if record is None:
+        raise ConfigError(f"{experiment_dir}: no {PARAMS_FILE}; is this a trained experiment?")
+    return record["config"]
+
+
+def locate_checkpoints(
+    experiments_dir: Path, names: Sequence[str], folds: Sequence[int] = range(N_FOLDS)
+) -> tuple[dict[str, dict[int, Path]], list[str]]:
+    """The best checkpoint of every fold of every experiment, and one line per missing piece."""
+    found: dict[str, dict[int, Path]] = {}
+    problems = []
+    for name in names:
+        experiment_dir = experiments_dir / name
+        if not experiment_dir.is_dir():
+            problems.append(f"experiment {name}: no folder {experiment_dir}")
+            continue
+        if not (experiment_dir / PARAMS_FILE).is_file():
+            problems.append(f"experiment {name}: no {PARAMS_FILE} in {experiment_dir}")
+        found[name], missing = _fold_bests(experiment_dir, folds)
+        problems.extend(
+            f"experiment {name} fold {fold}: no checkpoint ({CHECKPOINT_GLOB}) in "
+            f"{fold_dir(experiment_dir, fold)}"
+            for fold in missing
+        )
+    return found, problems
+
+
+def fold_checkpoints(
+    experiment_dir: Path, name: str, folds: Sequence[int] = range(N_FOLDS)
+) -> dict[int, Path]:
+    """The best checkpoint of each fold, or a clear error naming what to run."""
+    if not experiment_dir.is_dir():
+        raise ConfigError(
+            f"experiment {name!r} has no trained models in {experiment_dir}; "
+            f"run `python train_folds.py --experiment {name}` first"
+        )
+    found, missing = _fold_bests(experiment_dir, folds)
+    if missing:
+        folds_text = ",".join(map(str, missing))
+        raise ConfigError(
+            f"experiment {name!r} has no checkpoint for fold(s) {folds_text} in {experiment_dir}; "
+            f"run `python train_folds.py --experiment {name} --folds {folds_text}`"
+        )
+    return found
+
+
+def _fold_bests(experiment_dir: Path, folds: Sequence[int]) -> tuple[dict[int, Path], list[int]]:
+    found, missing = {}, []
+    for fold in folds:
+        best = best_checkpoint(fold_dir(experiment_dir, fold))
+        if best is None:
+            missing.append(fold)
+        else:
+            found[fold] = best[0]
+    return found, missing
+
+
+@dataclass(frozen=True)
+class TrainedExperiment:
+    """An experiment folder with a params.json and at least one fold checkpoint."""
+
+    name: str
+    directory: Path
+    kind: str  # 'cnn' (first level) or 'stacking'
+    classes: tuple[str, ...]
+    config: dict
+    folds: dict[int, tuple[Path, float]]  # fold -> (best checkpoint, its validation score)
+
+    @property
+    def mean_score(self) -> float:
+        return float(np.mean([score for _, score in self.folds.values()]))
+
+    @property
+    def best_fold(self) -> int:
+        return max(self.folds, key=lambda fold: (self.folds[fold][1], -fold))
+
+    def checkpoint(self, fold: int | None = None) -> Path:
+        """The best checkpoint of `fold`, or of the best-scoring fold."""
+        fold = self.best_fold if fold is None else fold
+        if fold not in self.folds:
+            trained = ", ".join(map(str, sorted(self.folds)))
+            raise ConfigError(
+                f"experiment {self.name!r} has no checkpoint for fold {fold} (trained: {trained})"
+            )
+        return self.folds[fold][0]
+
+
+def read_experiment(directory: Path) -> TrainedExperiment | None:
+    """The trained experiment in `directory`, or None when it holds no params.json/checkpoint."""
+    record = read_params(directory)
+    if record is None:
+        return None
+    folds = {}
+    for path in sorted(directory.glob("fold_*")):
+        number = fold_number(path)
+        best = best_checkpoint(path) if number is not None else None
+        if best is not None:
+            folds[number] = best
+    if not folds:
+        return None
+    config = record["config"]
+    return TrainedExperiment(
+        directory.name, directory, config["kind"], tuple(record["classes"]), config, folds
+    )
+
+
+def trained_experiments(experiments_dir: Path) -> list[TrainedExperiment]:
+    if not experiments_dir.is_dir():
+        return []
+    found = (read_experiment(d) for d in sorted(experiments_dir.iterdir()) if d.is_dir())
+    return [experiment for experiment in found if experiment is not None]
+
+
+def find_experiment(experiments_dir: Path, name: str) -> TrainedExperiment:
+    experiment = read_experiment(experiments_dir / name)
+    if experiment is None:
+        raise ConfigError(
+            f"experiment {name!r} has no trained models in {experiments_dir / name}; "
+            f"run `python train_folds.py --experiment {name}` first"
+        )
+    return experiment
+
+
+def recorded_classes(checkpoint: Path) -> tuple[str, ...] | None:
+    """The classes in the params.json of a checkpoint's experiment (fold_k/ beside it), or of
+    its own folder; None when neither has one."""
+    for folder in (checkpoint.parent.parent, checkpoint.parent):
+        record = read_params(folder)
+        if record is not None:
+            return tuple(record.get("classes", ()))
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Prediction folders
+# --------------------------------------------------------------------------------------
+
+
+def oof_dir(predictions_dir: Path, experiment: str, fold: int) -> Path:
+    return fold_dir(predictions_dir / experiment, fold) / OOF_DIR
+
+
+def read_probs(path: str | os.PathLike, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """A probability table (fname + one column per class), checked against `classes`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: predictions not found")
+    frame = pd.read_csv(path, dtype={"fname": str})
+    if classes is not None and list(frame.columns[1:]) != list(classes):
+        raise ConfigError(f"{path}: its class columns differ from the dataset's vocabulary")
+    return frame
+
+
+def check_oof_inputs(predictions_dir: Path, experiments: Sequence[str], folds: Sequence[int]):
+    """Every experiment must have out-of-fold predictions for every fold."""
+    for experiment in experiments:
+        for fold in folds:
+            probs = oof_dir(predictions_dir, experiment, fold) / PROBS_FILE
+            if not probs.is_file():
+                raise ConfigError(
+                    f"out-of-fold predictions of {experiment!r} fold {fold} are missing ({probs}); "
+                    f"run `python train_folds.py --experiment {experiment}` and "
+                    f"`python predict_folds.py --experiment {experiment}` first"
+                )
+
+
+def read_oof(
+    predictions_dir: Path,
+    experiment: str,
+    classes: Sequence[str],
+    folds: Sequence[int] = range(N_FOLDS),
+) -> pd.DataFrame:
+    """The out-of-fold tile means of every curated clip from one experiment's folds."""
+    check_oof_inputs(predictions_dir, [experiment], folds)
+    frames = [
+        read_probs(oof_dir(predictions_dir, experiment, fold) / PROBS_FILE, classes)
+        for fold in folds
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_oof_tiles(
+    predictions_dir: Path, experiments: Sequence[str], fnames: Sequence[str], folds: Sequence[int]
+) -> list[np.ndarray]:
+    """(n_tiles, n_experiments * n_classes) per clip, from each clip's own fold: the tile
+    probabilities of every experiment side by side (the stacking input)."""
+    inputs = []
+    for fname, fold in zip(fnames, folds):
+        parts = []
+        for experiment in experiments:
+            path = oof_dir(predictions_dir, experiment, int(fold)) / f"{fname}.npy"
+            if not path.is_file():
+                raise ConfigError(
+                    f"{path}: missing; rerun `python predict_folds.py --experiment {experiment}`"
+                )
+            parts.append(np.load(path))
+        if len({len(p) for p in parts}) != 1:
+            raise ConfigError(
+                f"{fname}: the input experiments tile it differently; they must share a crop size"
+            )
+        inputs.append(np.concatenate(parts, axis=1).astype(np.float32))
+    return inputs

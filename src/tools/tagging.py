@@ -1,0 +1,385 @@
+"""Tagging any audio files with trained models: one checkpoint, one experiment, or the ensemble.
+
+Three model sources, each reusing the pipeline's own pieces:
+
+* one checkpoint: `Predictor` tiles (step crop/4, as predict_folds.py), clip = tile mean;
+* an experiment: the best checkpoint of every fold, clip = geometric mean over folds of the
+  tile means (as predict_folds.py blends folds), tiles = geometric mean over folds of each tile;
+* the stacking ensemble (`src.prediction.ensemble`, as stacking_predict.py): the first-level
+  experiments at step crop/2, geometric mean over folds; their concatenation goes through
+  every stacking model (`predict_mlp`, geometric mean over folds); the result is the
+  geometric mean of all of them. Per tile, the same blend is applied to each tile's
+  first-level probabilities (the stacking models were trained on means over random tile
+  subsets, single tiles included).
+
+Clips are read exactly as the pipeline reads them (`read_audio`: decode, mono, 44.1 kHz, trim,
+short-clip rule; then the torch log-mel of the spectrogram cache).
+
+The module also finds trained models in `<data>/experiments` for the demo and for tag_audio.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+
+from src.config import AUDIO, FAT2019_CLASSES, AudioConfig, ConfigError
+from src.data.audio import (
+    AUDIO_EXTENSIONS,
+    TRIM_TOP_DB,
+    AudioDecodeError,
+    MelExtractor,
+    load_audio,
+    make_extractor,
+    trim_audio,
+)
+from src.experiments import tile_steps
+from src.prediction.ensemble import final_blend
+from src.prediction.tiling import Predictor, load_checkpoint, tile_layout
+from src.runs import (
+    TrainedExperiment,
+    find_experiment,
+    fold_checkpoints,
+    recorded_classes,
+    trained_experiments,
+)
+from src.utils import geometric_mean
+
+# --------------------------------------------------------------------------------------
+# Finding trained models
+# --------------------------------------------------------------------------------------
+
+TRAIN_HINT = (
+    "train one with `python train_folds.py --experiment corr_noisy_007` (or `make smoke` for a "
+    "quick one, then set FREESOUND_DATA_DIR=data/synthetic), or pass --model PATH"
+)
+
+
+def best_experiment(experiments_dir: Path) -> TrainedExperiment:
+    """The first-level experiment with the highest mean validation score over its folds.
+
+    The mean over folds rather than the best single fold: fold scores differ with the fold's
+    difficulty, so a single lucky fold says little about the experiment.
+    """
+    candidates = [e for e in trained_experiments(experiments_dir) if e.kind == "cnn"]
+    if not candidates:
+        raise ConfigError(f"no trained model found in {experiments_dir}: {TRAIN_HINT}")
+    return max(candidates, key=lambda e: (e.mean_score, e.name))
+
+
+def checkpoint_classes(checkpoint: Path, n_outputs: int) -> tuple[str, ...]:
+    """Class names of a checkpoint: its experiment's params.json, else FAT2019's 80."""
+    classes = recorded_classes(checkpoint)
+    if classes is not None and len(classes) == n_outputs:
+        return classes
+    if n_outputs == len(FAT2019_CLASSES):
+        return tuple(FAT2019_CLASSES)
+    raise ConfigError(
+        f"{checkpoint}: cannot tell the names of its {n_outputs} classes; keep the checkpoint in "
+        "its experiment folder (fold_k/ next to params.json)"
+    )
+
+
+def model_classes(model, checkpoint: Path) -> tuple[str, ...]:
+    return checkpoint_classes(checkpoint, int(model.params["nn_module"][1]["num_classes"]))
+
+
+# --------------------------------------------------------------------------------------
+# Top classes, as the demo prints them (spec 12)
+# --------------------------------------------------------------------------------------
+
+
+def top_classes(
+    probabilities: np.ndarray, classes: Sequence[str], k: int
+) -> list[tuple[str, float]]:
+    """The k most probable classes, highest first (ties: class order)."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+def format_top(top: Sequence[tuple[str, float]]) -> str:
+    """'<name right-justified to 20> - <p with 2 decimals>' entries joined by tabs (spec 12)."""
+    return "\t".join(f"{name:>20} - {probability:.2f}" for name, probability in top)
+
+
+# --------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    spectrogram: np.ndarray  # (n_mels, T) log-mel of the trimmed clip
+    offset: float  # seconds of leading silence trimmed away: frame 0 starts here in the file
+
+
+def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their audio files (recursively, sorted).
+
+    A path that does not exist is kept: reading it reports it as skipped.
+    """
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+            )
+            if not found:
+                raise ConfigError(f"{item}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) inside")
+            files.extend(found)
+        else:
+            files.append(item)
+    return files
+
+
+def trim_offset(audio: np.ndarray, config: AudioConfig = AUDIO) -> float:
+    """Where the trimmed clip starts in the file, in seconds (0 for the short-clip rule, whose
+    window starts at sample 0: spec 1.2)."""
+    _, (start, end) = librosa.effects.trim(audio, top_db=TRIM_TOP_DB)
+    return 0.0 if end - start < config.min_samples else float(start) / config.sampling_rate
+
+
+def read_clip(path: Path, extractor: MelExtractor, config: AudioConfig = AUDIO) -> Clip:
+    """`read_audio` (decode, trim, short-clip rule) + log-mel; raises AudioDecodeError."""
+    audio = load_audio(path, config.sampling_rate)
+    clip = trim_audio(audio, config)  # == read_audio(path), without decoding twice
+    return Clip(path, extractor([clip])[0], trim_offset(audio, config))
+
+
+# --------------------------------------------------------------------------------------
+# Model sources
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tags:
+    """Predictions of one clip: the clip's probabilities and one row per tile."""
+
+    clip: np.ndarray  # (n_classes,)
+    tiles: np.ndarray  # (n_tiles, n_classes)
+
+
+class FoldBlend:
+    """Checkpoints of one first-level experiment (or a single checkpoint) tiling clips alike.
+
+    `resident=False` loads each model again for every call instead of keeping it: the
+    ensemble's 35 full-size CNNs then never sit in memory together.
+    """
+
+    def __init__(
+        self,
+        checkpoints: Sequence[Path],
+        device: str,
+        batch_size: int,
+        tile_step: int | None,
+        resident: bool = True,
+    ) -> None:
+        self.checkpoints = list(checkpoints)
+        self.device, self.batch_size, self.tile_step = device, batch_size, tile_step
+        self.resident = resident
+        first = Predictor(self.checkpoints[0], device, batch_size, tile_step)
+        self.tile, self.step = first.tile, first.step
+        self.classes = model_classes(first.model, self.checkpoints[0])
+        self._loaded = {self.checkpoints[0]: first} if resident else {}
+
+    def _predictor(self, checkpoint: Path):
+        predictor = self._loaded.get(checkpoint)
+        if predictor is None:
+            predictor = Predictor(checkpoint, self.device, self.batch_size, self.tile_step)
+            if predictor.tile != self.tile:
+                raise ConfigError(f"{checkpoint}: crop {predictor.tile} differs from {self.tile}")
+            if self.resident:
+                self._loaded[checkpoint] = predictor
+        return predictor
+
+    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
+        per_model = [self._predictor(c).predict_tiles(spectrograms) for c in self.checkpoints]
+        tags = []
+        for index in range(len(spectrograms)):
+            tiles = [model[index] for model in per_model]  # float32, as predict_folds saves
+            if len(tiles) == 1:
+                tags.append(Tags(tiles[0].mean(axis=0), tiles[0]))
+            else:  # spec 10.2: the fold blend is the geometric mean of the folds' tile means
+                clip = geometric_mean([t.mean(axis=0) for t in tiles])
+                tags.append(Tags(clip, geometric_mean(tiles)))
+        return tags
+
+
+class StackingEnsemble:
+    """First-level experiments + stacking MLPs, blended with equal weight (spec 10.4)."""
+
+    def __init__(
+        self,
+        experiments_dir: Path,
+        stacking_names: Sequence[str],
+        device: str,
+        batch_size: int,
+    ) -> None:
+        stacking = [find_experiment(experiments_dir, name) for name in stacking_names]
+        if any(e.kind != "stacking" for e in stacking):
+            raise ConfigError(f"not all of {', '.join(stacking_names)} are stacking experiments")
+        inputs = stacking[0].config["inputs"]
+        if any(e.config["inputs"] != inputs for e in stacking):
+            raise ConfigError("the stacking experiments must share their first-level inputs")
+        self.first_level = []
+        for name in inputs:
+            experiment = find_experiment(experiments_dir, name)
+            checkpoints = fold_checkpoints(experiment.directory, name).values()
+            step = tile_steps(experiment.config)["stacking_test"]
+            self.first_level.append(
+                FoldBlend(list(checkpoints), device, batch_size, step, resident=False)
+            )
+        self.stacking = [
+            [load_checkpoint(c, device) for c in fold_checkpoints(e.directory, e.name).values()]
+            for e in stacking
+        ]
+        self.classes = self.first_level[0].classes
+        if any(e.classes != self.classes for e in stacking) or any(
+            b.classes != self.classes for b in self.first_level
+        ):
+            raise ConfigError("the ensemble's experiments were trained on different classes")
+        self.tile, self.step = self.first_level[0].tile, self.first_level[0].step
+        self.names = [*inputs, *stacking_names]
+
+    def blend(self, first_level: list[np.ndarray]) -> np.ndarray:
+        """(rows, n_classes) per first-level experiment -> the final (rows, n_classes)."""
+        return final_blend(first_level, self.stacking)
+
+    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
+        per_experiment = [blend.predict(spectrograms) for blend in self.first_level]
+        tags = []
+        for index in range(len(spectrograms)):
+            clip = self.blend([e[index].clip[None] for e in per_experiment])[0]
+            tags.append(Tags(clip, self.blend([e[index].tiles for e in per_experiment])))
+        return tags
+
+
+@dataclass
+class ModelSource:
+    """What tag_audio.py predicts with: a description, the classes, and the predictor."""
+
+    description: str
+    classes: tuple[str, ...]
+    predictor: FoldBlend | StackingEnsemble
+
+    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
+        return self.predictor.predict(spectrograms)
+
+
+def checkpoint_source(path: Path, device: str, batch_size: int) -> ModelSource:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+    blend = FoldBlend([Path(path)], device, batch_size, tile_step=None)
+    return ModelSource(f"checkpoint {path}", blend.classes, blend)
+
+
+def experiment_source(
+    experiments_dir: Path, name: str, device: str, batch_size: int
+) -> ModelSource:
+    experiment = find_experiment(experiments_dir, name)
+    if experiment.kind != "cnn":
+        raise ConfigError(f"{name} is a stacking experiment: use --ensemble")
+    checkpoints = list(fold_checkpoints(experiment.directory, name).values())
+    step = tile_steps(experiment.config)["test"]
+    blend = FoldBlend(checkpoints, device, batch_size, step)
+    description = f"experiment {name} (geometric mean of {len(checkpoints)} folds)"
+    return ModelSource(description, blend.classes, blend)
+
+
+def ensemble_source(
+    experiments_dir: Path, stacking_names: Sequence[str], device: str, batch_size: int
+) -> ModelSource:
+    ensemble = StackingEnsemble(experiments_dir, stacking_names, device, batch_size)
+    description = f"stacking ensemble ({len(ensemble.names)} experiments)"
+    return ModelSource(description, ensemble.classes, ensemble)
+
+
+# --------------------------------------------------------------------------------------
+# Tile times
+# --------------------------------------------------------------------------------------
+
+
+def tile_starts(clip: Clip, tile: int, step: int, config: AudioConfig = AUDIO) -> np.ndarray:
+    """Start of each tile in seconds from the start of the file.
+
+    Tiles are laid out over the clip padded on both sides (spec 10.1); a tile starting in the
+    left padding starts at the clip's first frame.
+    """
+    n_tiles, left, _ = tile_layout(clip.spectrogram.shape[1], tile, step)
+    frames = np.maximum(np.arange(n_tiles) * step - left, 0)
+    return clip.offset + frames * config.hop_length / config.sampling_rate
+
+
+def default_extractor() -> MelExtractor:
+    """The spectrogram cache's extractor (torch, float64), so tags match the pipeline's."""
+    return make_extractor("torch")
+
+
+# --------------------------------------------------------------------------------------
+# Tagging files
+# --------------------------------------------------------------------------------------
+
+FILES_PER_CHUNK = 32  # files decoded and predicted together (their tiles share batches)
+
+
+@dataclass
+class TaggedFile:
+    clip: Clip
+    tags: Tags
+    tile_starts: np.ndarray  # (n_tiles,) seconds from the start of the file
+
+
+def tag_files(
+    files: Sequence[Path],
+    source: ModelSource,
+    extractor: MelExtractor | None = None,
+    chunk: int = FILES_PER_CHUNK,
+) -> Iterator[TaggedFile | AudioDecodeError]:
+    """For each file in order, its tags or the reason it could not be decoded."""
+    extractor = extractor or default_extractor()
+    tile, step = source.predictor.tile, source.predictor.step
+    for start in range(0, len(files), chunk):
+        results: list[Clip | AudioDecodeError] = []
+        for path in files[start : start + chunk]:
+            try:
+                results.append(read_clip(Path(path), extractor))
+            except AudioDecodeError as error:
+                results.append(error)
+        clips = [r for r in results if isinstance(r, Clip)]
+        tags = iter(source.predict([c.spectrogram for c in clips]))
+        for result in results:
+            if isinstance(result, Clip):
+                yield TaggedFile(result, next(tags), tile_starts(result, tile, step))
+            else:
+                yield result
+
+
+def clips_frame(tagged: Sequence[TaggedFile], classes: Sequence[str]) -> pd.DataFrame:
+    """path + one probability column per class, one row per file."""
+    frame = pd.DataFrame(
+        np.stack([t.tags.clip for t in tagged]).astype(np.float64), columns=list(classes)
+    )
+    frame.insert(0, "path", [str(t.clip.path) for t in tagged])
+    return frame
+
+
+def tiles_frame(
+    tagged: Sequence[TaggedFile], classes: Sequence[str], tile_seconds: float
+) -> pd.DataFrame:
+    """path, tile, start_s, end_s + one probability column per class, one row per tile."""
+    frame = pd.DataFrame(
+        np.concatenate([t.tags.tiles for t in tagged]).astype(np.float64), columns=list(classes)
+    )
+    starts = np.concatenate([t.tile_starts for t in tagged])
+    frame.insert(0, "path", [str(t.clip.path) for t in tagged for _ in t.tile_starts])
+    frame.insert(1, "tile", [i for t in tagged for i in range(len(t.tile_starts))])
+    frame.insert(2, "start_s", starts)
+    frame.insert(3, "end_s", starts + tile_seconds)
+    return frame

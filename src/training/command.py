@@ -1,0 +1,164 @@
+"""The command line of train_folds.py and stacking_train.py, and what it runs.
+
+Parse, check the experiment folder, load the data once, train the folds (in parallel over
+`--gpus` when given, under torchrun as DDP), print where the best checkpoints are.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from functools import partial
+
+import torch
+
+from src.cli import default_device, fail, parse_folds
+from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
+from src.experiments import FIRST_LEVEL, STACKING, resolve
+from src.models.argus_models import resolve_amp
+from src.training.distributed import barrier, init_distributed, launched_by_torchrun
+from src.training.first_level import build_fold, fold_builder, load_first_level_data
+from src.training.fold_queue import parse_devices, train_folds_parallel
+from src.training.loop import RunOptions, Schedule, prepare_experiment_dir, train_folds
+from src.training.stacking import build_stacking_fold, load_stacking_data, stacking_fold_builder
+from src.utils import setup_logging
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "fp16", "bf16"],
+        help="mixed precision (default auto: bf16 on GPUs that support it, off on the CPU)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=2019, help="fixes every random draw (default 2019)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument(
+        "--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun"
+    )
+    parser.add_argument(
+        "--augment-on",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="cpu: the faithful numpy path in the loader workers (default); gpu: the same "
+        "augmentations batched on the training device",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--gpus",
+        default=None,
+        help="train different folds on these devices at once, e.g. 0,1,2,3 (cuda:N) or cpu,cpu",
+    )
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    device = args.device or default_device()
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    workers = default_num_workers() if args.workers is None else args.workers
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune the convolutions
+    resolve_amp(args.amp, device)  # validates; each device resolves 'auto' for itself
+    return RunOptions(
+        device=device,
+        amp=args.amp,
+        seed=args.seed,
+        workers=workers,
+        channels_last=args.channels_last,
+        sync_batchnorm=getattr(args, "sync_bn", False),
+        augment_on=getattr(args, "augment_on", "cpu"),
+        compile=getattr(args, "compile", False),
+    )
+
+
+def train_command(argv: list[str] | None, description: str, kind: str) -> int:
+    """Parse, check the experiment folder, load the data once, train the folds (in parallel
+    over `--gpus` when given), print where the best checkpoints are."""
+
+    names = FIRST_LEVEL if kind == "cnn" else STACKING
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--experiment", required=True, help=f"one of: {', '.join(names)}")
+    parser.add_argument(
+        "--folds", default=None, help="comma-separated folds to train (default: all)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="shrink the experiment to run on a CPU in seconds"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="delete an existing experiment and train again"
+    )
+    parser.add_argument(
+        "--no-corrections", action="store_true", help="train without label-correction files"
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="override the experiment's epoch cap (recorded in params.json)",
+    )
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        paths = get_paths()
+        vocabulary = load_vocabulary(paths)
+        config = resolve(args.experiment, smoke=args.smoke)
+        if args.max_epochs is not None:
+            config["max_epochs"] = args.max_epochs
+        if config["kind"] != kind:
+            other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
+            raise ConfigError(f"{args.experiment} is not a {kind} experiment: use {other}")
+        folds = parse_folds(args.folds)
+        options = run_options(args)
+        context = None
+        if launched_by_torchrun():
+            if args.gpus:
+                raise ConfigError("--gpus (folds in parallel) cannot be combined with torchrun")
+            context = init_distributed(options.device)
+            options = replace(
+                options, device=context.device, rank=context.rank, world_size=context.world_size
+            )
+        corrections = (
+            "none" if args.no_corrections else ("if-present" if args.smoke else "required")
+        )
+        if kind == "cnn":
+            load, build, builder = load_first_level_data, build_fold, fold_builder
+        else:
+            load, build, builder = load_stacking_data, build_stacking_fold, stacking_fold_builder
+        experiment_dir = paths.experiment_dir(args.experiment)
+        record = {"config": config, "classes": list(vocabulary.classes), "seed": options.seed}
+        # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
+        # folder before the other ranks load (they then read the finished stores).
+        if context is None or context.is_main:
+            data = load(config, paths, vocabulary, corrections)
+            prepare_experiment_dir(experiment_dir, record, args.force, runtime=vars(args))
+        barrier()
+        if context is not None and not context.is_main:
+            data = load(config, paths, vocabulary, corrections)
+        schedule = Schedule.from_config(config)
+        if args.gpus:
+            parallel = partial(builder, args.experiment, args.smoke, corrections, options)
+            devices = parse_devices(args.gpus)
+            results = train_folds_parallel(
+                experiment_dir, folds, parallel, schedule, args.experiment, devices
+            )
+        else:
+            local = partial(build, data, options=options)
+            results = train_folds(
+                experiment_dir, folds, local, schedule, args.experiment, not args.no_progress
+            )
+    except (ConfigError, RuntimeError) as error:
+        return fail(error)
+    for fold, result in sorted(results.items()):
+        best, seconds = result.get("best_checkpoint"), result.get("seconds", 0)
+        print(f"{args.experiment} fold {fold}: {best} ({seconds} s)")
+    return 0

@@ -1,0 +1,52 @@
+"""Helpers the tests import: audio writers, tree copies, the pipeline's environment, tiny
+configurations. Fixtures live in conftest.py (pytest finds them there)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from src.experiments import _merge, resolve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int = 44100, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, sr, subtype=subtype)
+    return path
+
+
+def tone(seconds: float, freq: float = 440.0, sr: int = 44100, level: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def pipeline_env(data_dir: Path, kernel_dir: Path) -> dict[str, str]:
+    """Environment for running ensemble_pipeline.sh from a test: this interpreter (whatever
+    `python` on PATH may be), the given data and kernel directories, no Kaggle mode."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "FREESOUND_DATA_DIR": str(data_dir),
+        "KERNEL_DIR": str(kernel_dir),
+    }
+    env.pop("MODE", None)
+    return env
+
+
+def copy_tree(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
+
+
+def micro_config(name: str = "auxiliary_016", **changes) -> dict:
+    """A smoke configuration shrunk further for tests: a few steps per epoch."""
+    config = resolve(name, smoke=True)
+    small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
+    return _merge(config, {**small, **changes})

@@ -6,6 +6,7 @@ import pytest
 import scipy.stats
 import torch
 
+from src.augment.deltas import stack_deltas
 from src.augment.transforms import get_transforms
 from src.config import ConfigError, get_paths
 from src.models.fcnet import FCNet
@@ -15,7 +16,7 @@ from src.prediction.tables import (
     gmean_frames,
     probs_frame,
 )
-from src.prediction.tiling import make_tiles, tile_layout, tiles_to_input
+from src.prediction.tiling import make_tiles, tile_layout
 from src.runs import fold_checkpoints
 from src.training.datasets import random_tile_subset
 
@@ -60,7 +61,7 @@ def test_tile_inputs_equal_the_validation_transform():
     tile = rng.normal(-40, 10, size=(128, 256)).astype(np.float32)
     expected = get_transforms(False, 256)(tile)
     np.testing.assert_allclose(
-        tiles_to_input(torch.from_numpy(tile)[None])[0].numpy(), expected.numpy(), atol=1e-5
+        stack_deltas(torch.from_numpy(tile)[None])[0].numpy(), expected.numpy(), atol=1e-5
     )
 
 

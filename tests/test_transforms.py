@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from src.augment.deltas import delta_matrices
 from src.augment.transforms import (
     Box,
     CenterCrop,
@@ -16,7 +17,6 @@ from src.augment.transforms import (
     ToTensor,
     UseWithProb,
     bilinear_matrix,
-    delta_matrices,
     get_transforms,
     resized_crop,
 )

@@ -36,12 +36,12 @@ Without a mix the partner is an all-zero dummy with weights (1, 0).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
+from src.augment.deltas import stack_deltas
 from src.augment.mixers import (
     AddMixer,
     Mixer,
@@ -51,8 +51,6 @@ from src.augment.mixers import (
     sigmoid_mask,
 )
 from src.augment.transforms import (
-    DELTA_WIDTH,
-    TENSOR_SCALE,
     Compose,
     OneOf,
     PadToSize,
@@ -61,7 +59,6 @@ from src.augment.transforms import (
     SpecAugment,
     ToTensor,
     UseWithProb,
-    delta_matrices,
 )
 
 Raw = dict[str, Any]
@@ -305,46 +302,6 @@ def mask_bands(x: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
     columns = _in_bands(torch.arange(width, device=x.device), bands[..., 2], bands[..., 3])
     masked = rows[:, :, None] | columns[:, None, :]
     return torch.where(masked, x.amin(dim=(1, 2), keepdim=True), x)
-
-
-def delta_first_frames(width: int) -> np.ndarray:
-    """First input frame of the 9-frame window that delta output frame t reads:
-    clip(t - 4, 0, W - 9), the centred Savitzky-Golay window inside, the edge windows of
-    librosa's 'interp' polynomial fits at the first and last 4 frames."""
-    return np.clip(np.arange(width) - DELTA_WIDTH // 2, 0, width - DELTA_WIDTH)
-
-
-@lru_cache(maxsize=16)
-def delta_coefficients(width: int, device: torch.device) -> torch.Tensor:
-    """`delta_matrices(width)` as a banded filter: (2, 9, W) float32 with
-    delta_order[t] = sum_k coefficients[order, k, t] * x[first(t) + k]."""
-    frames = np.arange(width)
-    rows = delta_first_frames(width)[None, :] + np.arange(DELTA_WIDTH)[:, None]
-    bands = np.stack([matrix[rows, frames] for matrix in delta_matrices(width)])
-    return torch.as_tensor(bands, dtype=torch.float32, device=device)
-
-
-def stack_deltas(x: torch.Tensor) -> torch.Tensor:
-    """`ToTensor` batched: (B, H, W) -> (B, 3, H, W) = [x, delta, delta-delta] / 100.
-
-    A 9-tap filter on slices rather than `x @ D` (the CPU path's product): the same sums
-    without the zero terms, and no matrix product whose precision TF32 settings could lower.
-    """
-    batch, height, width = x.shape
-    coefficients = delta_coefficients(width, x.device)
-    out = x.new_zeros((batch, 3, height, width))
-    out[:, 0] = x
-    deltas = out[:, 1:]
-    edge = DELTA_WIDTH // 2
-    interior = width - 2 * edge  # output frames [edge, W - edge) read x[t - edge + k]
-    source = x[:, None]  # (B, 1, H, W), broadcast over the two delta orders
-    for k in range(DELTA_WIDTH):
-        tap = coefficients[:, k, None, :]  # (2, 1, W): per order and output frame
-        deltas[..., :edge].addcmul_(source[..., k : k + 1], tap[..., :edge])
-        deltas[..., edge:-edge].addcmul_(source[..., k : k + interior], tap[..., edge:-edge])
-        last = width - DELTA_WIDTH + k
-        deltas[..., -edge:].addcmul_(source[..., last : last + 1], tap[..., -edge:])
-    return out.div_(TENSOR_SCALE)
 
 
 def augment_windows(windows: Raw) -> torch.Tensor:

@@ -6,25 +6,21 @@ deterministic transforms accept ``rng=None``. The original drew from the global 
 ``np.random`` state; here the distributions are the same but the stream is the caller's, so a
 seed reproduces a sample exactly.
 
-Two helpers are public because the batched torch/GPU path reuses them:
-``bilinear_matrix`` (resize as a matrix product) and ``delta_matrices`` (librosa deltas as a
-matrix product).
+``bilinear_matrix`` (resize as a matrix product) is public because the batched GPU path reuses
+it; the model input (deltas, /100) is `src.augment.deltas`, shared by every path.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import NamedTuple, Protocol
 
-import librosa
 import numpy as np
 import numpy.typing as npt
 import torch
 
-DELTA_WIDTH = 9  # librosa.feature.delta default, used by the original's ImageToTensor
-TENSOR_SCALE = 100.0  # the original divided the stacked [x, d1, d2] by 100
+from src.augment.deltas import stack_deltas
 
 
 class Transform(Protocol):
@@ -293,45 +289,16 @@ class SpecAugment:
 
 
 # --------------------------------------------------------------------------------------
-# Deltas and conversion to a tensor
+# Conversion to the model input
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=16)
-def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(T, T) float32 matrices D1, D2 with ``delta(x) == x @ D1`` and ``delta2(x) == x @ D2``.
-
-    ``librosa.feature.delta(x, width=9, mode='interp')`` (what the original used) is a
-    Savitzky-Golay filter along time: linear in x and identical for every row. Applying it to
-    the identity therefore yields its matrix (row s is the response to a unit impulse at frame
-    s), polynomial edge fits included. A matrix product is then exact, batchable and
-    GPU-friendly. The arrays are cached per T and read-only.
-    """
-    if num_frames < DELTA_WIDTH:
-        raise ValueError(
-            f"deltas need at least {DELTA_WIDTH} time frames (librosa 'interp' mode), "
-            f"got {num_frames}"
-        )
-    identity = np.eye(num_frames, dtype=np.float64)
-    matrices = tuple(
-        librosa.feature.delta(
-            identity, width=DELTA_WIDTH, order=order, axis=-1, mode="interp"
-        ).astype(np.float32)
-        for order in (1, 2)
-    )
-    for matrix in matrices:
-        matrix.flags.writeable = False
-    return matrices
-
-
 class ToTensor:
-    """Stack [x, delta, delta-delta] into (3, F, T), divide by 100 -> float32 torch tensor."""
+    """[x, delta, delta-delta] / 100 as a (3, F, T) float32 tensor: the model input."""
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        x = np.asarray(x, dtype=np.float32)
-        delta1, delta2 = delta_matrices(x.shape[1])
-        stacked = np.stack([x, x @ delta1, x @ delta2]) / np.float32(TENSOR_SCALE)
-        return torch.from_numpy(stacked.astype(np.float32, copy=False))
+        image = torch.tensor(np.asarray(x, dtype=np.float32))
+        return stack_deltas(image[None])[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import argus
 import numpy as np
 import torch
 
-from src.augment.transforms import TENSOR_SCALE, delta_matrices
+from src.augment.deltas import stack_deltas
 
 
 def tile_layout(width: int, tile: int, step: int) -> tuple[int, int, int]:
@@ -37,18 +36,6 @@ def make_tiles(spectrogram: torch.Tensor, tile: int, step: int) -> torch.Tensor:
     _, left, right = tile_layout(spectrogram.shape[1], tile, step)
     padded = torch.nn.functional.pad(spectrogram, (left, right), value=float(spectrogram.min()))
     return padded.unfold(1, tile, step).permute(1, 0, 2)
-
-
-@lru_cache(maxsize=16)
-def _delta_operators(width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    d1, d2 = delta_matrices(width)
-    return torch.from_numpy(np.array(d1)).to(device), torch.from_numpy(np.array(d2)).to(device)
-
-
-def tiles_to_input(tiles: torch.Tensor) -> torch.Tensor:
-    """(B, n_mels, T) -> (B, 3, n_mels, T): [x, delta, delta-delta] / 100, as ToTensor does."""
-    d1, d2 = _delta_operators(tiles.shape[-1], tiles.device)
-    return torch.stack([tiles, tiles @ d1, tiles @ d2], dim=1) / TENSOR_SCALE
 
 
 def load_checkpoint(
@@ -98,7 +85,7 @@ class Predictor:
         flat = torch.cat(tiles)
         outputs = []
         for start in range(0, len(flat), self.batch_size):
-            batch = tiles_to_input(flat[start : start + self.batch_size])
+            batch = stack_deltas(flat[start : start + self.batch_size])
             outputs.append(self.model.predict(batch).float().cpu())
         probabilities = torch.cat(outputs).numpy()
         return np.split(probabilities, np.cumsum(counts)[:-1])

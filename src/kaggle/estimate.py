@@ -1,13 +1,16 @@
 """A kernel's time estimate: measure the first test clips, extrapolate to the whole test set.
 
 Kaggle stopped a kernel after one hour, and the private test set was about three times the
-public one: teams whose kernels ran past the limit on it were disqualified (ecosystem notes,
-"Kaggle rules"). So before the heavy work a kernel decodes the first test clips, computes their
-spectrograms, runs one fold model of each experiment over their tiles, and scales what that
-cost to the whole test folder by audio size (decoding, spectrogram and tile counts all grow
-with the clips' length).
+public one: teams whose kernels ran past the limit on it were disqualified (docs/kaggle.md).
+So before the heavy work a kernel decodes the first test clips, computes their spectrograms,
+runs one fold model of each experiment over their tiles, and scales what that cost to the
+whole test folder by audio size (decoding, spectrogram and tile counts all grow with the
+clips' length).
 
     python -m src.kaggle.estimate '<kernel parameters as JSON>' [--started T] [--scripts N]
+
+The project's modules (and torch) are imported inside the functions on purpose: `main` times
+those imports as the start-up cost every pipeline script of the kernel pays.
 """
 
 from __future__ import annotations

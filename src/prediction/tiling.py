@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from src.augment.deltas import stack_deltas
+from src.models import argus_models  # noqa: F401  (defines the classes argus.load_model finds)
 
 
 def tile_layout(width: int, tile: int, step: int) -> tuple[int, int, int]:
@@ -41,10 +42,11 @@ def make_tiles(spectrogram: torch.Tensor, tile: int, step: int) -> torch.Tensor:
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", amp: str | None = None
 ):
-    """An argus checkpoint loaded for prediction only (no optimizer, no loss)."""
-    import src.models.argus_models
-    import src.models.stacking_argus  # noqa: F401  (registers StackingModel)
+    """An argus checkpoint loaded for prediction only (no optimizer, no loss).
 
+    argus finds the checkpoint's class (FreesoundModel or StackingModel) by its recorded name
+    among the classes defined so far: `src.models.argus_models`, imported above, defines both.
+    """
     overrides = {} if amp is None else {"amp": amp}
     return argus.load_model(str(path), device=str(device), optimizer=None, loss=None, **overrides)
 

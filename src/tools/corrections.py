@@ -20,9 +20,12 @@ import pandas as pd
 from src.config import ConfigError, Paths, Vocabulary
 from src.data.corrections import REMOVE, Corrections, save_corrections
 from src.data.labels import read_labels_csv
+from src.data.store import curated_store, noisy_store
+from src.experiments import tile_steps
 from src.models.metrics import per_clip_lwlrap
 from src.prediction.experiment import predict_set_cached, present
 from src.prediction.tables import gmean_frames
+from src.prediction.tiling import Predictor
 from src.runs import experiment_config, fold_checkpoints, read_oof
 from src.utils import write_csv_atomic
 
@@ -166,7 +169,6 @@ def make_review_list(
 ) -> pd.DataFrame:
     """Score every curated clip's original labels under the blended out-of-fold predictions
     and write the lowest-scoring ones as the review list (with spectrograms)."""
-    from src.data.store import curated_store
 
     classes = list(vocabulary.classes)
     curated = read_labels_csv(paths.train_curated_csv, vocabulary)
@@ -274,9 +276,6 @@ def predict_noisy(
     the experiments. Each fold model's predictions are cached under
     <data>/predictions/noisy/<experiment>/fold_<k>/ (reused while its checkpoint is the same),
     the blend is written to <data>/predictions/noisy/probs.csv."""
-    from src.data.store import noisy_store
-    from src.experiments import tile_steps
-    from src.prediction.tiling import Predictor
 
     if not experiments:
         raise ConfigError("name at least one experiment")

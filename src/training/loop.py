@@ -56,7 +56,7 @@ from src.runs import (
     fold_finished,
     read_finished,
 )
-from src.training.distributed import barrier
+from src.training.distributed import barrier, sum_across_ranks
 from src.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ class SampleCounter(Callback):
         self.count += len(state.batch[0])
 
     def epoch_complete(self, state: State) -> None:
-        from src.training.distributed import sum_across_ranks
-
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         state.metrics["train_samples"] = int(
             sum_across_ranks(self.count) if distributed else self.count

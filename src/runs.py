@@ -54,10 +54,6 @@ def fold_number(path: Path) -> int | None:
     return int(suffix) if path.name.startswith("fold_") and suffix.isdigit() else None
 
 
-def checkpoint_name(epoch: int, score: float) -> str:
-    return CHECKPOINT_FORMAT.format(epoch=epoch, monitor=score)
-
-
 def best_checkpoint(fold: str | os.PathLike) -> tuple[Path, float] | None:
     """The `model-EEE-S.pth` with the highest score S in a fold folder, or None."""
     best = None

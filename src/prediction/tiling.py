@@ -91,7 +91,3 @@ class Predictor:
             outputs.append(self.model.predict(batch).float().cpu())
         probabilities = torch.cat(outputs).numpy()
         return np.split(probabilities, np.cumsum(counts)[:-1])
-
-    def predict_clip(self, spectrogram) -> np.ndarray:
-        """The tile mean of one clip: (n_classes,)."""
-        return self.predict_tiles([spectrogram])[0].mean(axis=0)

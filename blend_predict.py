@@ -5,8 +5,8 @@
 Reads <data>/predictions/<experiment>/probs.csv (the fold blend that predict_folds.py writes:
 tile step crop/4, tile mean, geometric mean over folds), takes their geometric mean with equal
 weights and writes it with the columns and row order of sample_submission.csv to
-<data>/submission.csv, or to --out (spec 13: the original's blend_predict.py did the same for
-three experiments). The blend kernel runs predict_folds.py for each experiment, then this.
+<data>/submission.csv, or to --out (the original's blend_predict.py did the same for three
+fixed experiments). The blend kernel runs predict_folds.py for each experiment, then this.
 """
 
 from __future__ import annotations

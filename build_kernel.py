@@ -1,4 +1,4 @@
-"""Build the self-contained Kaggle kernels (spec 11).
+"""Build the self-contained Kaggle kernels (docs/original.md, "Kaggle kernels").
 
     python build_kernel.py [--out kernel] [--experiment corr_noisy_007] [--mode predict|train]
                            [--blend a,b,c] [--stacking a,b,c] [--device auto|cpu|cuda]

@@ -1,4 +1,4 @@
-"""Cut train_curated.csv into 5 folds and write train_folds.csv (spec 7.3)."""
+"""Cut train_curated.csv into 5 folds and write train_folds.csv (KFold, seed 42)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Predict with every fold model of an experiment (spec 10.2).
+"""Predict with every fold model of an experiment (docs/original.md, "Out-of-fold and CV").
 
     python predict_folds.py --experiment corr_noisy_007 [--device cuda]
 

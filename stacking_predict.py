@@ -4,7 +4,8 @@
 
 First-level test predictions (tile step crop/2, geometric mean over folds), the stacking MLPs
 on their concatenation (geometric mean over folds), and the geometric mean of all ten,
-written to <data>/submission.csv with the columns of sample_submission.csv (spec 10.4).
+written to <data>/submission.csv with the columns of sample_submission.csv (docs/original.md,
+"Blending").
 Locally it also prints and saves the out-of-fold lwlrap of every experiment and of the blend
 (<data>/predictions/ensemble_oof_lwlrap.csv).
 """

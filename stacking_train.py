@@ -1,4 +1,4 @@
-"""Train the fold models of a stacking experiment (spec 9.3, 10.3).
+"""Train the fold models of a stacking experiment (docs/original.md, "Stacking").
 
     python stacking_train.py --experiment stacking_008_fcnet_43040 [--smoke] [--gpus 0,1]
 

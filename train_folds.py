@@ -1,4 +1,4 @@
-"""Train the fold models of one first-level experiment (spec 8).
+"""Train the fold models of one first-level experiment (docs/original.md, "Training").
 
     python train_folds.py --experiment corr_noisy_007
     python train_folds.py --experiment corr_noisy_007 --folds 0,2 --device cuda --amp bf16

@@ -7,7 +7,7 @@ augmentation):
   * step only: training samples per second for fp32 and each AMP mode (fp16 with GradScaler,
     bf16), achieved TFLOP/s (49 GFLOP per sample) and the share of the card's bf16 peak;
   * data only: samples per second per loader worker of the CPU augmentation path (train
-    transforms + mixers, spec 2-3) and of the GPU path's workers (raw windows), and the
+    transforms + mixers, as the original) and of the GPU path's workers (raw windows), and the
     batched device augmentation (samples per second);
   * end to end: the real DataLoader (probability sampler, loader workers) + step, for the
     faithful baseline (fp32, CPU augmentation) and for bf16 + GPU augmentation; the data path

@@ -44,7 +44,10 @@ SHORT_CLIP_RULES = ("original", "centered")
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """The audio and log-mel settings of the original solution (spec 1.1)."""
+    """The audio and log-mel settings of the original solution.
+
+    See docs/original.md, "Audio and log-mel".
+    """
 
     sampling_rate: int = 44100
     hop_length: int = 345 * 2
@@ -53,7 +56,8 @@ class AudioConfig:
     n_mels: int = 128
     n_fft: int = 128 * 20
     min_seconds: float = 0.5
-    # How a clip whose non-silent part is shorter than `min_seconds` is cut (spec 1.2):
+    # How a clip whose non-silent part is shorter than `min_seconds` is cut (docs/original.md,
+    # "Short clips"):
     # 'original' keeps the original's quirk, 'centered' centres the window on the event.
     short_clip_rule: str = "original"
 
@@ -72,7 +76,7 @@ class AudioConfig:
         return 1 + n_samples // self.hop_length
 
     def hash(self, **extra: object) -> str:
-        """7-hex SHA-1 of the settings, computed as the original did (spec 1.1).
+        """7-hex SHA-1 of the settings, computed as the original did.
 
         The short-clip rule enters the hash only when it differs from the original's,
         so the default configuration hashes to the original's `6413967`.

@@ -1,4 +1,6 @@
-"""The registry: every named experiment of the final ensemble as plain data (spec 9).
+"""The registry: every named experiment of the final ensemble as plain data.
+
+See docs/original.md, "Experiments".
 
 An experiment is a JSON-like dict. `resolve(name, smoke=...)` returns the complete
 configuration that training uses and writes to `params.json` beside the weights, so a run
@@ -6,8 +8,8 @@ can always be traced back to every setting that shaped it.
 
 First-level experiments train CNNs on spectrograms; stacking experiments train an MLP on the
 out-of-fold predictions of the first-level ones. The registry holds the *intended*
-configurations of the original commits: its cache bugs (spec 14, Q10 to Q12) are documented in
-the README and not reproduced.
+configurations of the original commits: its cache bugs are documented in docs/original.md
+(quirks "Noisy corrections ignored" to "Mixed noisy cache") and not reproduced.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from src.config import ConfigError
 
 Config = dict[str, Any]
 
-# Settings shared by all seven first-level experiments (spec 9.1).
+# Settings shared by all seven first-level experiments.
 CNN_BASE: Config = {
     "kind": "cnn",
     "model": {
@@ -66,7 +68,7 @@ CNN_BASE: Config = {
     "mixer": {"prob": 0.8, "sigmoid_range": [3, 12], "p": [0.6, 0.4], "alpha_dist": "uniform"},
 }
 
-# The three stacking runs share everything but the random-search draws (spec 9.3).
+# The three stacking runs share everything but the random-search draws.
 STACKING_BASE: Config = {
     "kind": "stacking",
     "inputs": [
@@ -84,7 +86,7 @@ STACKING_BASE: Config = {
     "max_epochs": 700,
     "epoch_size": 128 * 256,
     "corrections": {"curated": "corrections.json"},
-    # Random tile subsets of the out-of-fold predictions (spec 10.3).
+    # Random tile subsets of the out-of-fold predictions (docs/original.md, "Stacking").
     "transforms": {"sized_crop_prob": 0.5, "stride_crop_prob": 0.5},
     "scheduler": {"min_lr": 1e-8},
 }
@@ -121,7 +123,7 @@ EXPERIMENTS: dict[str, Config] = {
         original={
             "commit": "1fb2eea",
             "note": "noisy corrections of that commit: 1,745 relabels, no removals; the "
-            "original's noisy loader ignored them for the noisy set (Q10), here they apply",
+            "original's noisy loader ignored them for the noisy set, here they apply",
         },
     ),
     "corr_noisy_004": _derive(
@@ -130,7 +132,7 @@ EXPERIMENTS: dict[str, Config] = {
         corrections={"noisy": "noisy_corrections.json", "noisy_labels": "corrected"},
         original={
             "commit": "db945ac",
-            "note": "the original's noisy set held only the 1,745 corrected clips (Q11); "
+            "note": "the original's noisy set held only the 1,745 corrected clips; "
             "here it is the corrected noisy set, as corr_noisy_007",
         },
     ),
@@ -154,7 +156,7 @@ EXPERIMENTS: dict[str, Config] = {
         original={
             "commit": "05a7aee",
             "note": "no RandomResizedCrop at that commit; curated corrections of 12 entries; "
-            "the pipeline's cache order changed its noisy set (Q12), here all raw noisy clips",
+            "the pipeline's cache order changed its noisy set, here all raw noisy clips",
         },
     ),
     "corrections_003": _derive(

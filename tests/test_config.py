@@ -22,7 +22,7 @@ def test_audio_constants_match_the_original():
         128,
     )
     assert (AUDIO.fmin, AUDIO.fmax, AUDIO.min_samples) == (20, 22050, 22050)
-    assert AUDIO.n_frames(22050) == 32  # spec 1.1: the minimum clip gives 32 frames
+    assert AUDIO.n_frames(22050) == 32  # the minimum clip (0.5 s) gives 32 frames
 
 
 def test_config_hash_equals_the_originals():

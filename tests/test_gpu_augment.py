@@ -405,7 +405,7 @@ def test_drawn_parameters_follow_the_cpu_distributions():
     cpu_boxes = np.array(
         [RandomResizedCrop((0.8, 1.0), (1.7, 2.3)).sample_box(128, 256, rng) for _ in range(1000)]
     )
-    assert width.min() >= 211 and width.max() <= 256  # spec 2's ranges
+    assert width.min() >= 211 and width.max() <= 256  # the original's ranges
     assert height.min() >= 107 and height.max() <= 128
     assert (top + height <= 128).all() and (left + width <= 256).all()
     for ours, theirs in zip(box[resized].T, cpu_boxes.T):

@@ -251,7 +251,8 @@ def test_view_updates_one_image_in_place_and_saves_a_png(tmp_path):
         window = rng.uniform(-90, -10, (128, 256)).astype(np.float32)
         probabilities = rng.uniform(0, 1, 12)
         view.show(LiveUpdate(index, window[:, -64:], window, probabilities, 0.01, 0.02))
-    # Quirk Q23: the original added an image per second; here there is only ever one.
+    # The original added an image per second (docs/original.md, quirk "Demo window"); here there
+    # is only ever one.
     assert len(view.spectrogram_axes.images) == 1
     np.testing.assert_array_equal(view.image.get_array(), window)
     assert view.image.get_clim() == (pytest.approx(window.min()), pytest.approx(window.max()))

@@ -1,4 +1,4 @@
-"""Losses (spec 5) against hand computations in numpy."""
+"""Losses against hand computations in numpy."""
 
 import numpy as np
 import pytest

@@ -98,7 +98,7 @@ def test_add_mixer_rejects_unknown_distribution():
 )
 def test_sigmoid_mask_edge_values(radius, first, last):
     mask = sigmoid_mask(radius, 256)
-    # spec 3: about 0.047 -> 0.952 for r=3 and 6e-6 -> 0.999993 for r=12
+    # the original's mask: about 0.047 -> 0.952 for r=3 and 6e-6 -> 0.999993 for r=12
     assert mask[0] == pytest.approx(first, rel=1e-4)
     assert mask[-1] == pytest.approx(last, abs=1e-6)
     assert mask[128] == 0.5  # x = 0 at the centre frame

@@ -1,4 +1,4 @@
-"""The three CNNs: exact parameter counts (spec 4), key layout, output order and paths."""
+"""The three CNNs: exact parameter counts (the original's), key layout, output order and paths."""
 
 import io
 import math
@@ -127,7 +127,7 @@ def _head_keys(prefix: str) -> set[str]:
 
 
 def expected_keys(model_class: type[nn.Module]) -> set[str]:
-    """The original's state-dict layout (spec 4.1), written out independently of the code."""
+    """The original's state-dict layout, written out independently of the code."""
     keys: set[str] = set()
     for block in range(1, 5):
         for layer in (1, 2):

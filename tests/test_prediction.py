@@ -24,7 +24,7 @@ from src.training.datasets import random_tile_subset
 @pytest.mark.parametrize(
     ("width", "step", "expected"),
     [
-        # spec 10.1: counts and margins (left, right) of the padding with the clip's minimum
+        # tile counts and margins (left, right) of the padding with the clip's minimum
         (1, 64, (1, 127, 128)),
         (100, 64, (1, 78, 78)),
         (256, 64, (1, 0, 0)),
@@ -73,7 +73,8 @@ def test_geometric_mean_blend_aligns_on_fnames():
     assert blend["fname"].tolist() == ["x.wav", "y.wav"]
     expected = scipy.stats.gmean([[[0.2, 0.5], [0.9, 0.1]], [[0.8, 0.5], [0.4, 0.3]]], axis=0)
     np.testing.assert_allclose(blend[classes].to_numpy(), expected)
-    assert first[classes].to_numpy()[0, 0] == 0.2  # inputs untouched (quirk Q17)
+    # inputs untouched (docs/original.md, quirk "Blending in place")
+    assert first[classes].to_numpy()[0, 0] == 0.2
     with pytest.raises(ConfigError, match="different clips"):
         gmean_frames([first, probs_frame(["z.wav"], np.ones((1, 2)), classes)])
 
@@ -113,7 +114,7 @@ def test_missing_checkpoints_name_what_to_run(tmp_path):
     ("reduction", "expected"), [(16, 1_180_101), (2, 1_454_746), (1, 1_768_626)]
 )
 def test_fcnet_parameter_counts(reduction, expected):
-    # spec 9.3: 7 experiments x 80 classes in, base 512
+    # the original's runs: 7 experiments x 80 classes in, base 512
     model = FCNet(560, 80, base_size=512, reduction_scale=reduction, p_dropout=0.1)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
     assert model(torch.rand(4, 560)).shape == (4, 80)

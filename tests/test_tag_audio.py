@@ -104,7 +104,7 @@ def test_tags_real_recordings_with_the_best_experiment(smoke_data, mixed_folder,
         assert path == row["path"]
         assert entries == [f"{classes[i]:>20} - {probabilities[i]:.2f}" for i in top]
 
-    # The experiment: geometric mean over folds of each fold's tile mean (spec 10.2), and per
+    # The experiment: geometric mean over folds of each fold's tile mean, and per
     # tile the geometric mean over folds.
     reference = fold_tiles(experiment.directory, expected_paths)
     tiles = pd.read_csv(tiles_csv)

@@ -114,7 +114,8 @@ MixWeights = tuple[np.ndarray, np.ndarray]  # image (2, W), target (2,), float32
 
 
 def _draw_mix(mixer: object, rng: np.random.Generator, width: int) -> MixWeights | None:
-    """Mirrors the calls of UseMixerWithProb / RandomMixer / the two mixers (spec 3)."""
+    """Mirrors the calls of UseMixerWithProb / RandomMixer / the two mixers (docs/original.md,
+    "Mixers")."""
     match mixer:
         case UseMixerWithProb():
             return _draw_mix(mixer.mixer, rng, width) if rng.random() < mixer.prob else None
@@ -296,7 +297,8 @@ def _in_bands(positions: torch.Tensor, starts: torch.Tensor, widths: torch.Tenso
 
 def mask_bands(x: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
     """SpecAugment with given bands (B, M, 4): rows and columns set to the sample's minimum,
-    computed before masking (spec 2). Samples without bands (zero widths) are unchanged."""
+    computed before masking, as the original did. Samples without bands (zero widths) are
+    unchanged."""
     _, height, width = x.shape
     rows = _in_bands(torch.arange(height, device=x.device), bands[..., 0], bands[..., 1])
     columns = _in_bands(torch.arange(width, device=x.device), bands[..., 2], bands[..., 3])

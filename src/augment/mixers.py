@@ -1,4 +1,6 @@
-"""Mixers: blend a transformed training sample with another clip of the same dataset (spec 3).
+"""Mixers: blend a transformed training sample with another clip of the same dataset.
+
+See docs/original.md, "Mixers".
 
 A mixer is called ``mixer(dataset, image, target, rng) -> (image, target)`` after the dataset
 has transformed its own sample: ``image`` is the (3, F, W) tensor of the train transform and
@@ -83,7 +85,8 @@ class SigmoidConcatMixer:
     """Smooth cross-fade over time: the early side from ``other``, the late side from the primary.
 
     The radius r (integer, uniform in ``sigmoid_range`` inclusive) sets the sharpness; labels are
-    merged as a hard union clipped to 1, however little each clip contributes (spec 14 Q21).
+    merged as a hard union clipped to 1, however little each clip contributes, as the original did
+    (docs/original.md, quirk "Mask minimum and label union").
     """
 
     def __init__(self, sigmoid_range: tuple[int, int] = (3, 12)):
@@ -158,7 +161,7 @@ def get_mixer(
     p: Sequence[float] = (0.6, 0.4),
     alpha_dist: str = "uniform",
 ) -> UseMixerWithProb | None:
-    """The configuration of every experiment (spec 3): sigmoid-concat or add, applied with
+    """The configuration of every experiment: sigmoid-concat or add, applied with
     probability ``prob``; None when ``prob`` is 0 (no mixing, as for validation)."""
     if prob <= 0:
         return None

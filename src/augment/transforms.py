@@ -1,4 +1,5 @@
-"""Spectrogram augmentations and the train / validation pipelines (spec 2).
+"""Spectrogram augmentations and the train / validation pipelines (docs/original.md,
+"Augmentations").
 
 A spectrogram is a float32 array (n_mels, T) in dB: rows are mel bands, columns time frames.
 Every transform is a callable ``t(x, rng) -> x`` taking an explicit ``np.random.Generator``;
@@ -49,7 +50,7 @@ class Compose:
 
 
 class OneOf:
-    """Apply one transform, chosen with probabilities ``p`` (spec 2: np.random.choice)."""
+    """Apply one transform, chosen with probabilities ``p`` (the original used np.random.choice)."""
 
     def __init__(self, transforms: Sequence[Transform], p: Sequence[float] | None = None):
         if p is not None and len(p) != len(transforms):
@@ -86,7 +87,7 @@ class PadToSize:
     """Pad the time axis to ``size`` when shorter; longer clips are returned unchanged.
 
     ``constant`` fills with the clip's own minimum (not 0), ``wrap`` is numpy periodic padding,
-    which repeats the clip when the pad is longer than the clip (spec 2).
+    which repeats the clip when the pad is longer than the clip.
     """
 
     def __init__(self, size: int, mode: str = "constant"):
@@ -155,7 +156,7 @@ def bilinear_matrix(
     align_corners=False)`` along one axis: half-pixel centres, source = (dst + 0.5) * in/out - 0.5,
     negative sources clamped to 0, the upper neighbour clamped to in_size - 1. Bilinear resizing
     of a 2-D slice is then ``bilinear_matrix(h, H, i, total_rows) @ x @ bilinear_matrix(w, W, j,
-    total_cols).T``; for upscaling this equals PIL's BILINEAR, which the original used (spec 2).
+    total_cols).T``; for upscaling this equals PIL's BILINEAR, which the original used.
     """
     total = offset + in_size if total is None else total
     if in_size < 1 or out_size < 1 or offset < 0 or offset + in_size > total:
@@ -196,7 +197,7 @@ def resized_crop(x: np.ndarray, box: Box) -> np.ndarray:
 class RandomResizedCrop:
     """Torchvision-style random crop of the (mel, time) image, resized back to its shape."""
 
-    max_attempts = 10  # spec 2
+    max_attempts = 10  # as torchvision's and the original's
 
     def __init__(
         self,
@@ -209,7 +210,7 @@ class RandomResizedCrop:
         self.ratio = tuple(ratio)
 
     def sample_box(self, height: int, width: int, rng: np.random.Generator) -> Box:
-        """Draw the crop region exactly as spec 2 describes (up to 10 attempts, then fallback).
+        """Draw the crop region as the original did (up to 10 attempts, then a fallback).
 
         Python's ``round`` (half to even) is used for the sizes, as in the original.
         """
@@ -225,7 +226,8 @@ class RandomResizedCrop:
                 left = int(rng.integers(0, width - w + 1))
                 return Box(top, left, h, w)
         # Fallback: a centred crop with the aspect clamped to the ratio range. The original left
-        # h or w as a float here (a quirk, spec 14 Q20, unreachable with the used ranges); we round.
+        # h or w as a float here (unreachable with the used ranges; docs/original.md, quirk "Crop
+        # fallback"); we round.
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
             w, h = width, round(width / self.ratio[0])
@@ -254,11 +256,11 @@ class Band(NamedTuple):
 
 
 class SpecAugment:
-    """Frequency and time masking filled with the input's minimum (spec 2).
+    """Frequency and time masking filled with the input's minimum.
 
     1..num_mask iterations, each masking one frequency band and one time band; a band can have
     zero width. The fill value is the minimum of the input before any mask (after any earlier
-    crop/resize, spec 14 Q21).
+    crop/resize, as the original; docs/original.md, quirk "Mask minimum and label union").
     """
 
     def __init__(self, num_mask: int = 2, freq_masking: float = 0.15, time_masking: float = 0.20):
@@ -302,7 +304,7 @@ class ToTensor:
 
 
 # --------------------------------------------------------------------------------------
-# Pipelines (spec 2.1)
+# Pipelines (docs/original.md, "Augmentations")
 # --------------------------------------------------------------------------------------
 
 
@@ -318,7 +320,7 @@ def get_transforms(
     spec_time_masking: float = 0.20,
     spec_prob: float = 0.5,
 ) -> Compose:
-    """The original's pipelines; the arguments and defaults are those of spec 2.1.
+    """The original's pipelines; the arguments and defaults are the original's.
 
     Validation/test: constant pad -> centre crop -> tensor (``rng`` unused, may be None).
     Train: wrap-or-constant pad -> random crop -> RandomResizedCrop (omitted when resize_prob is

@@ -12,7 +12,8 @@ The original's public entry points keep their names and defaults: `read_audio(pa
 `audio_to_melspectrogram(audio)` and `read_as_melspectrogram(path)`.
 
 Unlike the original, a file that cannot be decoded, is empty, or holds no samples raises
-`AudioDecodeError` naming the file and the reason; it is never turned into silence (quirk Q2).
+`AudioDecodeError` naming the file and the reason; it is never turned into silence
+(docs/original.md, quirk "Unreadable audio").
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = AUDIO.sampling_rate
 
 
 # --------------------------------------------------------------------------------------
-# Silence trimming and the short-clip rule (spec 1.2)
+# Silence trimming and the short-clip rule (docs/original.md, "Short clips")
 # --------------------------------------------------------------------------------------
 
 
@@ -105,10 +106,11 @@ def fix_short_clip(
 ) -> np.ndarray:
     """Cut and zero-pad a clip whose non-silent part [start, end) is below `min_samples`.
 
-    'original' (default, quirk Q1): the window is centred on half the *length* of the
-    trimmed part instead of its midpoint, so it always starts at sample 0 of the untrimmed
-    clip and a short event late in a long file is lost. 'centered' centres the window on
-    the event. Both zero-pad symmetrically to exactly `min_samples`.
+    'original' (default): the window is centred on half the *length* of the trimmed part
+    instead of its midpoint, so it always starts at sample 0 of the untrimmed clip and a short
+    event late in a long file is lost (docs/original.md, quirk "Short-clip window").
+    'centered' centres the window on the event. Both zero-pad symmetrically to exactly
+    `min_samples`.
     """
     min_samples = config.min_samples
     half = min_samples // 2
@@ -168,7 +170,7 @@ class LibrosaLogMel:
             fmin=c.fmin,
             fmax=c.fmax,
             power=2.0,
-            pad_mode="reflect",  # librosa 0.6.3's default, which the original used (Q4)
+            pad_mode="reflect",  # librosa 0.6.3's default, which the original used
         )
         return librosa.power_to_db(power, ref=1.0, amin=AMIN, top_db=TOP_DB).astype(np.float32)
 
@@ -323,7 +325,7 @@ def audio_to_melspectrogram(audio: np.ndarray, config: AudioConfig = AUDIO) -> n
 
 
 def read_as_melspectrogram(path: str | os.PathLike, config: AudioConfig = AUDIO) -> np.ndarray:
-    """The original's `read_as_melspectrogram` without its unused (and buggy, Q3) time-stretch
+    """The original's `read_as_melspectrogram` without its unused (and buggy) time-stretch
     and pitch-shift options."""
     return audio_to_melspectrogram(read_audio(path, config), config)
 

@@ -4,7 +4,7 @@ The real competition data cannot be shipped, so tests, CI and demos run the whol
 a generated stand-in. `generate_dataset(out_dir)` writes:
 
     train_curated/<fname>.wav  train_noisy/<fname>.wav  test/<fname>.wav
-    train_curated.csv  train_noisy.csv      (fname,labels; several labels are quoted, spec 7.1)
+    train_curated.csv  train_noisy.csv      (fname,labels; several labels are quoted)
     sample_submission.csv                   (fname + one column per class, zeros)
     synthetic_truth.csv                     (fname,set,labels,true_labels,corrupted: the answers)
     synthetic.json  README.txt              (the arguments; written last, marks completeness)

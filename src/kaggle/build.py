@@ -1,8 +1,10 @@
-"""Self-contained Kaggle kernels (spec 11) and the weights dataset they read.
+"""Self-contained Kaggle kernels and the weights dataset they read.
 
 A kernel is one Python script: the template `src/kaggle/templates/kernel.py` with its
 PARAMETERS filled in (a `KernelPlan`), followed by a call that hands it the payload, every file
 it needs as `<relative path> <base64 of gzip level 9>` lines, and the SHA-256 of that text.
+
+See docs/original.md, "Kaggle kernels", for what the original built.
 
 What goes in: `src/**/*.py` (not the templates), the pipeline scripts a kernel runs, and the
 argus package of the current environment (every file but caches; Kaggle's image does not have

@@ -1,4 +1,4 @@
-"""What a Kaggle kernel runs once it has unpacked its sources (spec 11).
+"""What a Kaggle kernel runs once it has unpacked its sources.
 
 A generated kernel (see `src.kaggle.build` and `src/kaggle/templates/kernel.py`) checks and
 unpacks the embedded sources, then runs `python -m src.kaggle.runtime '<parameters as JSON>'`, which
@@ -206,7 +206,7 @@ def copy_corrections(paths: Paths) -> Path | None:
 
 
 def script_steps(plan: KernelPlan) -> list[list[str]]:
-    """The pipeline scripts of a kernel and their arguments, in order (spec 11)."""
+    """The pipeline scripts of a kernel and their arguments, in order."""
     device = [] if plan.device == "auto" else ["--device", plan.device]
     if plan.mode == "train":
         (name,) = plan.experiments

@@ -1,4 +1,7 @@
-"""AuxSkipAttention: SkipAttention plus one auxiliary head per skip branch (spec 4.1)."""
+"""AuxSkipAttention: SkipAttention plus one auxiliary head per skip branch.
+
+See docs/original.md, "Architectures".
+"""
 
 import torch
 
@@ -8,7 +11,8 @@ from src.models.skip_attention import SKIP_WIDTH, SkipAttention
 
 class AuxSkipAttention(SkipAttention):
     """Returns (main, aux3, aux2, aux1), each (B, num_classes): the deepest auxiliary head
-    comes first after the main output (spec 4.1), which is the order the loss weights follow.
+    comes first after the main output, as in the original, which is the order the loss weights
+    follow.
     """
 
     def __init__(

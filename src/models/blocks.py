@@ -1,7 +1,8 @@
-"""Building blocks shared by the three skip-attention CNNs (spec 4).
+"""Building blocks shared by the three skip-attention CNNs (docs/original.md,
+"Architectures").
 
 Attribute names are part of the contract: they make the state-dict keys match the original's
-layout (spec 4.1), so that its released weights load into these modules.
+layout, so that its released weights load into these modules.
 """
 
 import torch
@@ -30,7 +31,8 @@ class ConvBlock(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # spec 4: only ConvBlocks get this initialisation; every other layer keeps PyTorch's.
+        # As in the original, only ConvBlocks get this initialisation; every other layer keeps
+        # PyTorch's.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
@@ -118,7 +120,7 @@ def classifier_head(
     """Dropout -> Linear -> PReLU -> BN1d -> Dropout(p/2) -> Linear.
 
     Used for the main output and every auxiliary output. PReLU before the BN is faithful to
-    spec 4; the indices 1, 2, 3, 5 are the original's state-dict keys.
+    the original; the indices 1, 2, 3, 5 are the original's state-dict keys.
     """
     return nn.Sequential(
         nn.Dropout(dropout),

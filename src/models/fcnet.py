@@ -1,4 +1,4 @@
-"""FCNet, the stacking MLP (spec 10.3)."""
+"""FCNet, the stacking MLP (docs/original.md, "Stacking")."""
 
 import torch
 import torch.nn.functional as F

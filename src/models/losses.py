@@ -1,4 +1,4 @@
-"""Training losses (spec 5).
+"""Training losses (docs/original.md, "Losses").
 
 Every training loss is called `loss(logits, target, noisy)`: logits and target are (B, C),
 `noisy` is a (B,) tensor of 0/1 flags (uint8 or bool), 1 for raw noisy clips. The per-part
@@ -7,7 +7,7 @@ noisy part of a batch.
 
 All losses compute in float32 with autocast disabled, whatever the logits' dtype: under CUDA
 autocast `F.binary_cross_entropy` on probabilities refuses to run, and the original's apex O2
-also handed fp32 outputs to its losses (spec 5, 8).
+also handed fp32 outputs to its losses.
 """
 
 import functools
@@ -56,7 +56,8 @@ class LSoftLoss(nn.Module):
     """Lsoft: BCE against beta*y + (1-beta)*p, the soft target being a constant (no gradient).
 
     p is clamped to [1e-7, 1.0] as in the original: p may reach 1, and BCE then relies on
-    PyTorch clamping log(0) to -100 (spec 14 Q9, kept because it shapes the loss values).
+    PyTorch clamping log(0) to -100 (kept because it shapes the loss values; docs/original.md,
+    quirk "Loss edge cases").
     """
 
     def __init__(self, beta: float = 0.5) -> None:
@@ -72,7 +73,7 @@ class LSoftLoss(nn.Module):
 
 
 class LqLoss(nn.Module):
-    """Lq: mean of (1 - (p*y + 1e-7)^q) / q. Entries with y = 0 are constant (spec 14 Q9)."""
+    """Lq: mean of (1 - (p*y + 1e-7)^q) / q. Entries with y = 0 are constant."""
 
     def __init__(self, q: float = 0.5) -> None:
         super().__init__()
@@ -143,8 +144,9 @@ class BCEMaxOutlierLoss(nn.Module):
     """Mean per-sample BCE-with-logits after dropping noisy samples whose loss exceeds
     alpha times the batch maximum.
 
-    Deviation from the original (spec 14 Q9): when every sample is dropped the original returns
-    NaN; ours returns a zero attached to the graph, i.e. a batch with nothing to learn from.
+    Deviation from the original (docs/original.md, quirk "Loss edge cases"): when every sample is
+    dropped the original returns NaN; ours returns a zero attached to the graph, i.e. a batch with
+    nothing to learn from.
     """
 
     def __init__(self, alpha: float = 0.8) -> None:
@@ -169,7 +171,7 @@ class AuxWeightedLoss(nn.Module):
     """Weighted sum of `loss` over a model's outputs, or `loss` itself on a single output.
 
     For the aux models the outputs are (main, aux3, aux2, aux1) and the ensemble weights
-    are [1.0, 0.4, 0.2, 0.1] (spec 5).
+    are [1.0, 0.4, 0.2, 0.1], as in the original.
     """
 
     def __init__(self, loss: nn.Module, weights: Sequence[float]) -> None:

@@ -1,10 +1,11 @@
 """lwlrap (label-weighted label-ranking average precision) and multi-label accuracy.
 
-lwlrap follows the DCASE 2019 task 2 definition (spec 6.1): for every positive label c of a
+lwlrap follows the DCASE 2019 task 2 definition: for every positive label c of a
 sample, the precision of the sample's ranked class list cut at c; per-class values average those
 precisions over the class's positives, and the overall value weights classes by their number of
 positives (equivalently: the mean over all positive labels pooled together). Scores are ranked
-with a stable sort, so ties break by class index instead of arbitrarily (quirk Q22).
+with a stable sort, so ties break by class index instead of arbitrarily
+(docs/original.md, quirk "Metric ties").
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def per_clip_lwlrap(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def multi_accuracy(truth: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    """Share of samples whose thresholded scores equal the labels on every class (spec 6.2)."""
+    """Share of samples whose thresholded scores equal the labels on every class."""
     truth = np.asarray(truth) > 0
     if len(truth) == 0:
         raise ValueError("multi_accuracy needs at least one sample")

@@ -1,4 +1,7 @@
-"""RnnAuxSkipAttention: AuxSkipAttention whose main summary is a BiLSTM over time (spec 4.3)."""
+"""RnnAuxSkipAttention: AuxSkipAttention whose main summary is a BiLSTM over time.
+
+See docs/original.md, "Architectures".
+"""
 
 import torch
 from torch import nn

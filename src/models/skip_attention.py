@@ -1,4 +1,7 @@
-"""SkipAttention: the shared trunk of all three architectures, with one output (spec 4.2)."""
+"""SkipAttention: the shared trunk of all three architectures, with one output.
+
+See docs/original.md, "Architectures".
+"""
 
 import torch
 from torch import nn
@@ -60,7 +63,7 @@ class SkipAttention(nn.Module):
         x = self.conv3(x)
         skip3 = self.skip3(x)
         x = self.conv4(x)
-        # spec 4.1: the concatenation order is [conv4, skip1, skip2, skip3].
+        # The original's concatenation order, which its weights depend on.
         x = torch.cat([x, skip1, skip2, skip3], dim=1)
         merged = self.merge(self.attention(x))
         return merged, (skip1, skip2, skip3)

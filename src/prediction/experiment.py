@@ -133,7 +133,7 @@ def predict_experiment(
     classes = list(vocabulary.classes)
     out = paths.prediction_dir(name)
     test = test_store(paths)
-    validate = not paths.kernel  # a kernel predicts the test set only (spec 11)
+    validate = not paths.kernel  # a kernel predicts the test set only, as the original's
     if validate:
         folds = read_folds(paths.folds_csv)
         curated = curated_store(paths)
@@ -143,7 +143,8 @@ def predict_experiment(
         predictor = Predictor(checkpoint, device, batch_size)
         folder = fold_dir(out, fold)
         if validate:
-            # Every clip of the fold, also those the corrections remove (spec 10.2).
+            # Every clip of the fold, also those the corrections remove, as the original
+            # (docs/original.md, "Out-of-fold and CV").
             fnames = present(folds.loc[folds["fold"] == fold, "fname"].tolist(), curated, "curated")
             predictor.step = steps["oof"]
             val_frames.append(
@@ -180,7 +181,8 @@ def predict_experiment(
         write_csv_atomic(submission, paths.submission)
         summary["submission"] = str(paths.submission)
     else:
-        # CV against the original labels of all curated clips (spec 10.2, quirk Q18).
+        # CV against the original labels of all curated clips, comparable with the original's
+        # (docs/original.md, quirk "Two validations").
         truth = read_labels_csv(paths.train_curated_csv, vocabulary)
         scores = cv_scores(pd.concat(val_frames, ignore_index=True), truth, vocabulary)
         save_cv(scores, out, name)

@@ -51,7 +51,7 @@ def gmean_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Geometric mean of probability tables, aligned on the first table's fname order.
 
     Builds a new table: the original wrote the mean into the first table in place, which
-    pandas' copy-on-write now silently ignores (docs/original.md, "Blending").
+    pandas' copy-on-write now silently ignores (docs/original.md, quirk "Blending in place").
     """
     fnames, arrays = aligned_arrays(frames)
     return probs_frame(fnames, geometric_mean(arrays), frames[0].columns[1:])

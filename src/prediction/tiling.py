@@ -1,4 +1,6 @@
-"""Tiled prediction: a spectrogram of any length -> one probability row per tile (spec 10.1).
+"""Tiled prediction: a spectrogram of any length -> one probability row per tile.
+
+See docs/original.md, "Tiled prediction".
 
 A clip of width W is cut into n = max(1, ceil((W - (tile - step)) / step)) tiles of `tile`
 frames, `step` apart, after padding it to step * n + (tile - step) frames with its own minimum

@@ -1,4 +1,5 @@
-"""Live tagging: 1 s blocks of audio in, one prediction per block out (spec 12).
+"""Live tagging: 1 s blocks of audio in, one prediction per block out (docs/original.md,
+"Live demo").
 
 `LiveTagger` keeps the original demo's buffering:
 
@@ -8,11 +9,11 @@
    256 frames, about 4 s), the oldest dropped;
 4. the window is predicted as exactly one tile (tile step = crop size).
 
-Difference from the original (quirk Q23): it started the window from zero arrays, i.e. 0 dB,
-louder than anything a microphone gives, so the first seconds were predicted on a loud wall.
-Here the blocks not received yet are filled with the minimum of the blocks received so far,
-the value the predictor pads clips with (spec 10.1). The first block is appended, as in the
-original, to a second of digital silence.
+Difference from the original (docs/original.md, quirk "Demo window"): it started the window
+from zero arrays, i.e. 0 dB, louder than anything a microphone gives, so the first seconds
+were predicted on a loud wall. Here the blocks not received yet are filled with the minimum of
+the blocks received so far, the value the predictor pads clips with. The first block is
+appended, as in the original, to a second of digital silence.
 
 Blocks come from a file (`file_blocks`, optionally `paced` at real time) or from the microphone
 (`microphone_blocks`, through `sounddevice`, imported only there). Nothing here imports
@@ -35,7 +36,7 @@ from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import MelExtractor, make_extractor
 from src.tools.tagging import format_top, top_classes
 
-BLOCK_FRAMES = 64  # frames kept from each 2 s log-mel (spec 12)
+BLOCK_FRAMES = 64  # frames kept from each 2 s log-mel, as the original demo
 # The extractor of the demo: the pipeline's torch log-mel in float64, which matches the librosa
 # reference within 1e-3 dB (bench/demo_latency.py compares the two backends' speed).
 LIVE_MEL_BACKEND = "torch"
@@ -58,7 +59,7 @@ class LiveUpdate:
 
 def format_update(update: LiveUpdate, classes: Sequence[str], k: int) -> str:
     """One printed line: the second count right-justified to 4 characters and 's', a tab, then
-    the top-k entries as the original printed them (spec 12)."""
+    the top-k entries as the original printed them."""
     return f"{update.index:>4}s\t{format_top(update.top(classes, k))}"
 
 
@@ -220,7 +221,7 @@ def microphone_blocks(
     sounddevice=None,
     poll_seconds: float = 0.05,
 ) -> Iterator[np.ndarray]:
-    """1 s blocks from an input device: mono, 44,100 Hz, blocksize 44,100 (spec 12).
+    """1 s blocks from an input device: mono, 44,100 Hz, blocksize 44,100, as the original demo.
 
     The stream's callback runs on PortAudio's thread and only queues a copy of the block; the
     log-mel, the model and the window run on the caller's thread (matplotlib needs that).

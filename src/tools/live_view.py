@@ -1,8 +1,8 @@
-"""The demo's window: the live spectrogram and a bar chart of the top classes (spec 12).
+"""The demo's window: the live spectrogram and a bar chart of the top classes.
 
 One image and one set of bars are created once and updated in place every second (`set_data`,
 `set_width`): the original called `imshow` again for each update, adding an image per second
-to the axes, so memory grew for as long as the demo ran (quirk Q23).
+to the axes, so memory grew for as long as the demo ran (docs/original.md, quirk "Demo window").
 """
 
 from __future__ import annotations

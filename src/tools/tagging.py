@@ -91,7 +91,7 @@ def model_classes(model, checkpoint: Path) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------
-# Top classes, as the demo prints them (spec 12)
+# Top classes, as the original demo printed them
 # --------------------------------------------------------------------------------------
 
 
@@ -104,7 +104,7 @@ def top_classes(
 
 
 def format_top(top: Sequence[tuple[str, float]]) -> str:
-    """'<name right-justified to 20> - <p with 2 decimals>' entries joined by tabs (spec 12)."""
+    """'<name right-justified to 20> - <p with 2 decimals>' entries joined by tabs."""
     return "\t".join(f"{name:>20} - {probability:.2f}" for name, probability in top)
 
 
@@ -141,7 +141,7 @@ def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 def trim_offset(audio: np.ndarray, config: AudioConfig = AUDIO) -> float:
     """Where the trimmed clip starts in the file, in seconds (0 for the short-clip rule, whose
-    window starts at sample 0: spec 1.2)."""
+    window starts at sample 0: docs/original.md, "Short clips")."""
     _, (start, end) = librosa.effects.trim(audio, top_db=TRIM_TOP_DB)
     return 0.0 if end - start < config.min_samples else float(start) / config.sampling_rate
 
@@ -206,14 +206,15 @@ class FoldBlend:
             tiles = [model[index] for model in per_model]  # float32, as predict_folds saves
             if len(tiles) == 1:
                 tags.append(Tags(tiles[0].mean(axis=0), tiles[0]))
-            else:  # spec 10.2: the fold blend is the geometric mean of the folds' tile means
+            else:  # the fold blend: the geometric mean of the folds' tile means
                 clip = geometric_mean([t.mean(axis=0) for t in tiles])
                 tags.append(Tags(clip, geometric_mean(tiles)))
         return tags
 
 
 class StackingEnsemble:
-    """First-level experiments + stacking MLPs, blended with equal weight (spec 10.4)."""
+    """First-level experiments + stacking MLPs, blended with equal weight (docs/original.md,
+    "Blending")."""
 
     def __init__(
         self,
@@ -309,8 +310,8 @@ def ensemble_source(
 def tile_starts(clip: Clip, tile: int, step: int, config: AudioConfig = AUDIO) -> np.ndarray:
     """Start of each tile in seconds from the start of the file.
 
-    Tiles are laid out over the clip padded on both sides (spec 10.1); a tile starting in the
-    left padding starts at the clip's first frame.
+    Tiles are laid out over the clip padded on both sides (docs/original.md, "Tiled
+    prediction"); a tile starting in the left padding starts at the clip's first frame.
     """
     n_tiles, left, _ = tile_layout(clip.spectrogram.shape[1], tile, step)
     frames = np.maximum(np.arange(n_tiles) * step - left, 0)

@@ -1,4 +1,6 @@
-"""Training data: label tables, ONE clip dataset, and the probability sampler (spec 7.4).
+"""Training data: label tables, ONE clip dataset, and the probability sampler.
+
+See docs/original.md, "Data, folds and datasets".
 
 Curated, noisy and corrected-noisy clips are the same `ClipDataset` with a different table
 and noisy flag (curated 0, noisy 1, corrected noisy 0). `ProbabilityMix` draws a set by

@@ -275,7 +275,8 @@ class ResumeState(Callback):
 
 @dataclass
 class Schedule:
-    """Epoch cap, early stopping and the plateau scheduler of a run (spec 8)."""
+    """Epoch cap, early stopping and the plateau scheduler of a run (docs/original.md,
+    "Training")."""
 
     max_epochs: int
     early_stopping: int

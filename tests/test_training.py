@@ -16,7 +16,13 @@ from src.models.argus_models import FreesoundModel, resolve_amp
 from src.runs import STATE_FILE
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
-from src.training.loop import RunOptions, Schedule, run_fold
+from src.training.loop import (
+    ExperimentExistsError,
+    RunOptions,
+    Schedule,
+    prepare_experiment_dir,
+    run_fold,
+)
 from tests.helpers import micro_config
 
 ARGS = ["--smoke", "--folds", "0", "--workers", "0", "--no-progress", "--device", "cpu"]
@@ -181,3 +187,19 @@ def test_amp_resolution():
     assert resolve_amp("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="amp must be one of"):
         resolve_amp("fp8", "cpu")
+
+
+def test_a_reworded_provenance_note_does_not_make_another_run(tmp_path):
+    """config["original"] notes where the settings come from; rewording it (as docs move) must
+    not make an existing experiment 'a run with a different config'."""
+    folder = tmp_path / "exp"
+    record = {"config": resolve("corr_noisy_003", smoke=True), "classes": ["a"], "seed": 1}
+    prepare_experiment_dir(folder, record, force=False)
+    (folder / "fold_0").mkdir()
+    reworded = json.loads(json.dumps(record))
+    reworded["config"]["original"]["note"] = "said differently"
+    prepare_experiment_dir(folder, reworded, force=False)  # continues the same run
+    changed = json.loads(json.dumps(record))
+    changed["config"]["max_epochs"] += 1
+    with pytest.raises(ExperimentExistsError, match="different config"):
+        prepare_experiment_dir(folder, changed, force=False)

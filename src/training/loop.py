@@ -92,8 +92,8 @@ def prepare_experiment_dir(
                 f"{experiment_dir} exists but holds no {PARAMS_FILE}; move it away or use --force"
             )
         else:
-            existing = json.loads(params_path.read_text())
-            wanted = json.loads(json.dumps(record))  # tuples -> lists, as stored
+            existing = _what_shapes_the_run(json.loads(params_path.read_text()))
+            wanted = _what_shapes_the_run(json.loads(json.dumps(record)))  # tuples -> lists
             changed = sorted(key for key in record if existing.get(key) != wanted[key])
             if changed:
                 raise ExperimentExistsError(
@@ -102,6 +102,13 @@ def prepare_experiment_dir(
                 )
     experiment_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic({**record, "runtime": runtime or {}}, params_path)
+
+
+def _what_shapes_the_run(record: dict) -> dict:
+    """The record without the configuration's `original` entry: notes on where the settings
+    come from, which may be reworded without changing the run."""
+    config = {k: v for k, v in record.get("config", {}).items() if k != "original"}
+    return {**record, "config": config}
 
 
 # --------------------------------------------------------------------------------------

@@ -53,6 +53,20 @@ def noisy_store(paths: Paths, extraction: Extraction | None = None) -> Spectrogr
     return get_store("noisy", files, paths.cache_dir, extraction)
 
 
+def has_noisy_set(paths: Paths) -> bool:
+    """Whether the dataset has a noisy part: `train_noisy.csv` exists and lists a clip.
+
+    Datasets of one's own usually hold hand-labelled clips only; training then moves the noisy
+    sets' sampling probabilities to the curated set (`src.first_level`).
+    """
+    path = paths.train_noisy_csv
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip()]
+    return len(lines) > 1  # a header and at least one row
+
+
 def find_test_files(paths: Paths) -> list[Path]:
     """The test clips, or a clear error when the folder is missing or holds no audio."""
     if not paths.test_dir.is_dir():

@@ -20,6 +20,7 @@ from src.datasets import (
     LabelTables,
     ProbabilityMix,
     curated_store,
+    has_noisy_set,
     load_label_tables,
     noisy_store,
 )
@@ -67,23 +68,42 @@ def load_first_level_data(
     vocabulary: Vocabulary,
     corrections: str = "required",
     extraction: Extraction | None = None,
+    announce: bool = True,
 ) -> FirstLevelData:
-    """Spectrogram stores and label tables, loaded once for all folds."""
+    """Spectrogram stores and label tables, loaded once for all folds (`announce`: log the
+    probability moves; the fold workers of a parallel run load again quietly)."""
     if corrections not in CORRECTIONS_MODES:
         raise ValueError(f"corrections must be one of {CORRECTIONS_MODES}")
     probabilities = {
         name: float(config["datasets"].get(name, 0.0)) for name in ("noisy", "corrected", "curated")
     }
     need_noisy = probabilities["noisy"] > 0 or probabilities["corrected"] > 0
+    if need_noisy and not has_noisy_set(paths):
+        moved = probabilities["noisy"] + probabilities["corrected"]
+        if announce:
+            log.warning(
+                "no noisy set (%s missing or empty): the noisy and corrected-noisy sampling "
+                "probability %.2f moves to the curated set",
+                paths.train_noisy_csv.name,
+                moved,
+            )
+        probabilities = {
+            "noisy": 0.0,
+            "corrected": 0.0,
+            "curated": probabilities["curated"] + moved,
+        }
+        need_noisy = False
     files = {} if corrections == "none" else config["corrections"]
     tables = load_label_tables(paths, vocabulary, files, need_noisy, corrections == "if-present")
     if probabilities["corrected"] > 0 and tables.corrected.empty:
         # Only reachable without noisy corrections (smoke runs, --no-corrections): the
         # corrected clips were BCE-trained like curated ones, so curated takes their share.
-        log.warning(
-            "no corrected noisy clips: their sampling probability %.2f moves to the curated set",
-            probabilities["corrected"],
-        )
+        if announce:
+            log.warning(
+                "no corrected noisy clips: their sampling probability %.2f moves to the curated "
+                "set",
+                probabilities["corrected"],
+            )
         probabilities["curated"] += probabilities.pop("corrected")
         probabilities["corrected"] = 0.0
     return FirstLevelData(
@@ -181,6 +201,6 @@ def fold_builder(experiment: str, smoke: bool, corrections: str, options: RunOpt
 
     paths = get_paths()
     data = load_first_level_data(
-        resolve(experiment, smoke), paths, load_vocabulary(paths), corrections
+        resolve(experiment, smoke), paths, load_vocabulary(paths), corrections, announce=False
     )
     return partial(build_fold, data, options=replace(options, device=device))

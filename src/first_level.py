@@ -194,13 +194,11 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
     )
 
 
-def fold_builder(experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str):
-    """Picklable setup for `train_folds_parallel`: loads the data in the worker process."""
+def fold_builder(config: dict, corrections: str, options: RunOptions, device: str):
+    """Picklable setup for `train_folds_parallel`: loads the data in the worker process
+    (`config`: the resolved configuration, as in params.json)."""
     from src.config import get_paths, load_vocabulary
-    from src.experiments import resolve
 
     paths = get_paths()
-    data = load_first_level_data(
-        resolve(experiment, smoke), paths, load_vocabulary(paths), corrections, announce=False
-    )
+    data = load_first_level_data(config, paths, load_vocabulary(paths), corrections, announce=False)
     return partial(build_fold, data, options=replace(options, device=device))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -130,6 +131,17 @@ def render_kernel(plan: KernelPlan, payload: str, kernel_file: str, template: st
     )
 
 
+def experiment_kind(name: str) -> str:
+    """'cnn' or 'stacking': from the trained experiment's params.json (experiments from a file
+    are not in the registry), else from the registry (unknown names fail there, listing it)."""
+    from src.config import get_paths
+
+    params = get_paths().experiment_dir(name) / "params.json"
+    if params.is_file():
+        return json.loads(params.read_text())["config"]["kind"]
+    return resolve(name)["kind"]
+
+
 def default_plans(
     experiment: str = DEFAULT_SINGLE,
     mode: str = "predict",
@@ -142,7 +154,7 @@ def default_plans(
     train_args = settings.pop("train_args", ())
     for names, kind in (([experiment, *blend], "cnn"), (stacking, "stacking")):
         for name in names:
-            if resolve(name)["kind"] != kind:  # unknown names fail here, listing the registry
+            if experiment_kind(name) != kind:
                 raise ConfigError(f"{name} is not a {kind} experiment")
     return [
         KernelPlan("single", (experiment,), mode=mode, train_args=train_args, **settings),

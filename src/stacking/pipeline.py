@@ -271,9 +271,7 @@ def stacking_config(name: str, smoke: bool) -> dict:
     return config
 
 
-def stacking_fold_builder(
-    experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str
-):
+def stacking_fold_builder(config: dict, corrections: str, options: RunOptions, device: str):
     """Picklable setup for `train_folds_parallel` (see src.first_level.fold_builder)."""
     from dataclasses import replace
     from functools import partial
@@ -281,7 +279,5 @@ def stacking_fold_builder(
     from src.config import get_paths, load_vocabulary
 
     paths = get_paths()
-    data = load_stacking_data(
-        stacking_config(experiment, smoke), paths, load_vocabulary(paths), corrections
-    )
+    data = load_stacking_data(config, paths, load_vocabulary(paths), corrections)
     return partial(build_stacking_fold, data, options=replace(options, device=device))

@@ -134,6 +134,13 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         "--folds", default=None, help="comma-separated folds to train (default: all)"
     )
     parser.add_argument(
+        "--scale",
+        choices=["full", "cpu", "smoke"],
+        default=None,
+        help="full: as registered (default); cpu: small enough to learn real recordings in "
+        "minutes on a laptop's CPU (first level); smoke: tiny, for tests (= --smoke)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="shrink the experiment to run on a CPU in seconds"
     )
     parser.add_argument(
@@ -154,7 +161,11 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
     try:
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
-        config = load_experiment(args.experiment, smoke=args.smoke, sets=args.set)
+        if args.smoke and args.scale not in (None, "smoke"):
+            raise ConfigError(f"--smoke is --scale smoke: it cannot go with --scale {args.scale}")
+        scale = "smoke" if args.smoke else (args.scale or "full")
+        args.smoke = scale == "smoke"
+        config = load_experiment(args.experiment, scale=scale, sets=args.set)
         if args.max_epochs is not None:
             config["max_epochs"] = args.max_epochs
         name = config["name"]
@@ -172,7 +183,7 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
                 options, device=context.device, rank=context.rank, world_size=context.world_size
             )
         corrections = (
-            "none" if args.no_corrections else ("if-present" if args.smoke else "required")
+            "none" if args.no_corrections else ("if-present" if scale != "full" else "required")
         )
         if kind == "cnn":
             from src.first_level import build_fold, fold_builder, load_first_level_data

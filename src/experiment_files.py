@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
-from src.experiments import EXPERIMENTS, Config, resolve
+from src.experiments import CPU_CNN, EXPERIMENTS, Config, resolve
 
 FILE_KEYS = ("base", "name")  # keys of an experiment file that are not settings
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -126,20 +126,30 @@ def read_experiment_file(path: Path) -> tuple[str, str, dict]:
     return str(name), base, overrides
 
 
-def load_experiment(
-    spec: str, smoke: bool = False, sets: Sequence[str] = (), scale: Config | None = None
-) -> Config:
-    """The resolved configuration of a registered name or an experiment file, scaled (smoke, or
-    the given `scale` overrides), then the file's overrides, then each `--set`."""
+SCALES = ("full", "cpu", "smoke")
+
+
+def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) -> Config:
+    """The resolved configuration of a registered name or an experiment file at a scale
+    (`full`: as registered; `cpu`: the laptop scale CPU_CNN; `smoke`: the test scale), then the
+    file's overrides, then each `--set`."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {SCALES}, got {scale!r}")
     if is_experiment_file(spec):
         path = Path(spec)
         name, base, overrides = read_experiment_file(path)
         source = str(path)
     else:
         name, base, overrides, source = spec, spec, {}, "--experiment"
-    config = resolve(base, smoke=smoke)
-    if scale:
-        config = apply_overrides(config, scale, "scale")
+    config = resolve(base, smoke=scale == "smoke")
+    if scale == "cpu":
+        if config["kind"] != "cnn":
+            raise ConfigError(
+                "--scale cpu is for first-level experiments; a stacking experiment trains at "
+                "--smoke or full size (its MLP is small)"
+            )
+        config = apply_overrides(config, CPU_CNN, "the cpu scale")
+        config["scale"] = "cpu"
     config = apply_overrides(config, overrides, source)
     all_overrides = copy.deepcopy(overrides)
     for text in sets:

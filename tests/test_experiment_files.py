@@ -44,7 +44,7 @@ def test_set_overrides_after_the_file_and_smoke_before_it(tmp_path):
     spec = write(tmp_path / "x.json", {"base": "auxiliary_016", "name": "renamed", "crop_size": 96})
     sets = ["model.params.base_size=16", "max_epochs=3", "transforms.resize_scale=[0.5, 1]"]
     sets += ["corrections.noisy=noisy_corrections.json", "aux_weights=null"]
-    config = load_experiment(spec, smoke=True, sets=sets)
+    config = load_experiment(spec, scale="smoke", sets=sets)
     assert config["name"] == "renamed" and config["smoke"]
     assert config["crop_size"] == 96  # the file wins over the smoke scale
     assert config["model"]["params"]["base_size"] == 16 and config["max_epochs"] == 3
@@ -132,3 +132,20 @@ def test_a_file_experiment_trains_lands_in_params_json_and_is_predicted_and_tagg
     # The same file with another --set is another configuration: refused without --force.
     assert train_command([*args, "--set", "crop_size=32"], "", kind="cnn") == 1
     assert "different config" in capsys.readouterr().err
+
+
+def test_the_cpu_scale_and_smoke_as_a_scale(capsys):
+    from src.experiments import CPU_CNN
+
+    config = load_experiment("corr_noisy_007", scale="cpu", sets=["max_epochs=12"])
+    assert config["scale"] == "cpu" and not config["smoke"]
+    assert config["model"]["params"]["base_size"] == CPU_CNN["model"]["params"]["base_size"]
+    assert config["crop_size"] == CPU_CNN["crop_size"] and config["mixer"]["prob"] == 0.0
+    assert config["max_epochs"] == 12  # --set wins over the scale
+    assert config["model"]["name"] == resolve("corr_noisy_007")["model"]["name"]
+    assert load_experiment("corr_noisy_007", scale="smoke") == resolve("corr_noisy_007", True)
+    with pytest.raises(ConfigError, match="--scale cpu is for first-level experiments"):
+        load_experiment("stacking_008_fcnet_43040", scale="cpu")
+    args = ["--experiment", "corr_noisy_007", "--smoke", "--scale", "cpu"]
+    assert train_command(args, "", kind="cnn") == 1
+    assert "--smoke is --scale smoke" in capsys.readouterr().err

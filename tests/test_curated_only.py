@@ -64,6 +64,22 @@ def test_train_folds_on_a_curated_only_dataset_says_it_once(tiny_data, capfd):
     assert json.loads((fold / "finished.json").read_text())["best_checkpoint"]
 
 
+def test_folds_in_parallel_get_the_resolved_config_and_say_it_once(tiny_data, capfd):
+    """--gpus cpu,cpu: the fold workers load the data again from the resolved configuration
+    (an --set override included) and stay quiet about the noisy set."""
+    drop_noisy(tiny_data, "header only")
+    args = ["--experiment", "corr_noisy_007", "--smoke", "--folds", "0,1", "--gpus", "cpu,cpu"]
+    args += ["--set", "max_epochs=1", "--set", "epoch_size=32", "--set", "batch_size=8"]
+    args += ["--workers", "0", "--no-progress"]
+    assert train_command(args, "", kind="cnn") == 0
+    out = capfd.readouterr().out
+    assert out.count(MESSAGE) == 1, out
+    experiment = get_paths().experiment_dir("corr_noisy_007")
+    for fold in (0, 1):
+        log = pd.read_csv(experiment / f"fold_{fold}" / "log.csv")
+        assert len(log) == 1 and (log["train_samples"] == 32).all()
+
+
 @pytest.mark.slow
 def test_ensemble_pipeline_smoke_on_a_curated_only_dataset(tiny_tree, tmp_path):
     """Every first-level experiment, stacking, the final blend and the kernels (minutes)."""

@@ -115,6 +115,10 @@ def test_a_file_experiment_trains_lands_in_params_json_and_is_predicted_and_tagg
         "max_epochs": 1,
     }
     assert params["runtime"]["set"] == ["batch_size=8", "max_epochs=1"]
+    # Tagging works with the folds trained so far.
+    clip = sorted((tiny_data / "test").iterdir())[0]
+    assert tag_audio.main([str(clip), "--experiment", "my_exp", "--device", "cpu"]) == 0
+    assert "geometric mean of 1 of 5 folds" in capsys.readouterr().err
     # Not in the registry: prediction and tagging read params.json. (Folds 1-4 reuse fold 0's
     # model: what is tested here is finding the experiment, not training it.)
     for fold in range(1, 5):
@@ -124,7 +128,6 @@ def test_a_file_experiment_trains_lands_in_params_json_and_is_predicted_and_tagg
         )
     assert predict_folds.main(["--experiment", "my_exp", "--device", "cpu", "--no-progress"]) == 0
     assert (paths.prediction_dir("my_exp") / "probs.csv").is_file()
-    clip = sorted((tiny_data / "test").iterdir())[0]
     out_csv = tmp_path / "tags.csv"
     argv = [str(clip), "--experiment", "my_exp", "--device", "cpu", "--csv", str(out_csv)]
     assert tag_audio.main(argv) == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores)")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     parser.add_argument("--set", action="append", default=[], help="passed to train_folds.py")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --keep: reuse the dataset made by a former run"
+    )
     args = parser.parse_args(argv)
     meta = pd.read_csv(args.fsdd / "metadata.csv", dtype=str)
     if args.speaker not in set(meta["speaker"]):
@@ -86,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         env.pop("MODE", None)
         times = {}
-        _, times["make_dataset"] = run(
+        if args.reuse and (data / "train_folds.csv").is_file():
+            # Keep the layout and its spectrogram cache; train the experiment afresh.
+            shutil.rmtree(data / "experiments" / args.experiment, ignore_errors=True)
+        else:
+            _, times["make_dataset"] = run(
             ["make_dataset.py", str(work / "train.csv"), "--out", str(data), "--force",
              "--test", str(work / "held_out.csv")], env, "make_dataset.py")  # fmt: skip
-        _, times["make_folds"] = run(["make_folds.py"], env, "make_folds.py")
+            _, times["make_folds"] = run(["make_folds.py"], env, "make_folds.py")
         sets = [x for s in args.set for x in ("--set", s)]
         _, times["train_folds"] = run(
             ["train_folds.py", "--experiment", args.experiment, "--scale", "cpu", "--folds",

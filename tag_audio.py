@@ -4,6 +4,7 @@
     python tag_audio.py clips/ --model data/experiments/corr_noisy_007/fold_0/model-072-0.886906.pth
     python tag_audio.py clips/ --experiment corr_noisy_007 --top 5 --csv tags.csv
     python tag_audio.py clips/ --ensemble --tiles-csv tiles.csv
+    python tag_audio.py data/mine/test --experiment mine --score data/mine/test_labels.csv --plot .
 
 Any file librosa can decode (WAV, FLAC, OGG, MP3, ...), any sampling rate, mono or stereo, any
 length; folders are searched recursively. Each file is read as the pipeline reads clips (mono,
@@ -13,7 +14,9 @@ length; folders are searched recursively. Each file is read as the pipeline read
 
 Files that cannot be decoded are reported and skipped; the exit status is 0 when at least one
 file was tagged. --csv writes every class probability per file, --tiles-csv per tile (with the
-tile's start and end in seconds from the start of the file). See docs/demo.md.
+tile's start and end in seconds from the start of the file). --score LABELS.csv (fname,labels,
+matched by file name) prints lwlrap, top-1 accuracy and a per-class table; --plot DIR adds
+DIR/confusion_matrix.png. See docs/demo.md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from src.cli import default_device, fail
 from src.config import AUDIO, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
+from src.tools.scoring import format_score, plot_confusion, read_truth, score_tags
 from src.utils import write_csv_atomic
 
 
@@ -53,6 +57,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiles-csv", type=Path, metavar="PATH", help="write every class probability per tile"
     )
+    parser.add_argument(
+        "--score",
+        type=Path,
+        metavar="LABELS_CSV",
+        help="score the tags against fname,labels (e.g. make_dataset.py's test_labels.csv)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="DIR", help="with --score: write DIR/confusion_matrix.png"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="tiles per batch (64)"
@@ -61,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.top < 1 or args.batch_size < 1:
         parser.error("--top and --batch-size must be positive")
+    if args.plot is not None and args.score is None:
+        parser.error("--plot needs --score")
     return args
 
 
@@ -94,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
+        truth = None if args.score is None else read_truth(args.score)
         files = collect_audio_files(args.inputs)
         source = model_source(args, args.device or default_device())
     except ConfigError as error:
@@ -120,6 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiles_csv is not None:
         tile_seconds = source.predictor.tile * AUDIO.hop_length / AUDIO.sampling_rate
         write_csv_atomic(tiles_frame(tagged, source.classes, tile_seconds), args.tiles_csv)
+    if truth is not None:
+        frame = clips_frame(tagged, source.classes)
+        try:
+            score = score_tags(
+                frame["path"].tolist(), frame.iloc[:, 1:].to_numpy(), source.classes, truth
+            )
+        except ConfigError as error:
+            return fail(error)
+        print(format_score(score))
+        if args.plot is not None:
+            plot_confusion(score, args.plot / "confusion_matrix.png")
+            print(f"confusion matrix: {args.plot / 'confusion_matrix.png'}")
     return 0
 
 

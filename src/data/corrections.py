@@ -115,8 +115,6 @@ def count_entries(corrections: Mapping[str, str]) -> dict[str, int]:
     return {"entries": len(corrections), "remove": removed, "relabel": len(corrections) - removed}
 
 
-
-
 def find_corrections(
     corrections_dir: Path,
     name: str | None,

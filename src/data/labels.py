@@ -138,3 +138,17 @@ def check_labels(table: pd.DataFrame, vocabulary: Vocabulary, source) -> None:
     unknown = sorted({label for labels in table["labels"] for label in vocabulary.unknown(labels)})
     if unknown:
         raise ConfigError(f"{source}: unknown labels {unknown[:5]}")
+
+
+def has_noisy_set(paths: Paths) -> bool:
+    """Whether the dataset has a noisy part: `train_noisy.csv` exists and lists a clip.
+
+    Datasets of one's own usually hold hand-labelled clips only; training then moves the noisy
+    sets' sampling probabilities to the curated set (`src.training.first_level`).
+    """
+    path = paths.train_noisy_csv
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip()]
+    return len(lines) > 1  # a header and at least one row

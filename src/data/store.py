@@ -3,8 +3,8 @@
 A store is a folder `<cache_dir>/<set>-<key>/` where the key is a hash of everything that
 shapes its content: the audio configuration and the list of files (names and sizes). Label
 corrections do not change a single spectrogram, so they are not part of the key: removing or
-relabelling clips is a view that `src.training.datasets` takes over a store, and changing the corrections
-never re-extracts 80 hours of audio.
+relabelling clips is a view that the label tables (`src.data.labels`) take over a store, and
+changing the corrections never re-extracts 80 hours of audio.
 
 Layout of a store:
     spectrograms.f32   all clips' frames, time-major (frames, n_mels) float32, back to back,
@@ -36,8 +36,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from src.data.audio import AudioDecodeError, make_extractor, read_audio
-from src.config import AUDIO, AudioConfig
+from src.config import AUDIO, AudioConfig, ConfigError, Paths
+from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
 
 log = logging.getLogger(__name__)
 

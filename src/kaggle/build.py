@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.config import REPO_ROOT, WEIGHTS_DATASET_PREFIX, ConfigError
+from src.config import REPO_ROOT, WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiments import STACKING, resolve
 from src.kaggle.runtime import KernelPlan, with_stacking_inputs
-from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints
+from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_params
 from src.utils import write_text_atomic
 
 TEMPLATE = Path(__file__).parent / "templates" / "kernel.py"
@@ -133,6 +133,13 @@ def render_kernel(plan: KernelPlan, payload: str, kernel_file: str, template: st
     )
 
 
+def experiment_kind(name: str) -> str:
+    """'cnn' or 'stacking': from the trained experiment's params.json (experiments from a file
+    are not in the registry), else from the registry (unknown names fail there, listing it)."""
+    record = read_params(get_paths().experiment_dir(name))
+    return record["config"]["kind"] if record is not None else resolve(name)["kind"]
+
+
 def default_plans(
     experiment: str = DEFAULT_SINGLE,
     mode: str = "predict",
@@ -145,7 +152,7 @@ def default_plans(
     train_args = settings.pop("train_args", ())
     for names, kind in (([experiment, *blend], "cnn"), (stacking, "stacking")):
         for name in names:
-            if resolve(name)["kind"] != kind:  # unknown names fail here, listing the registry
+            if experiment_kind(name) != kind:
                 raise ConfigError(f"{name} is not a {kind} experiment")
     return [
         KernelPlan("single", (experiment,), mode=mode, train_args=train_args, **settings),

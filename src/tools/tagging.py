@@ -287,10 +287,12 @@ def experiment_source(
     experiment = find_experiment(experiments_dir, name)
     if experiment.kind != "cnn":
         raise ConfigError(f"{name} is a stacking experiment: use --ensemble")
-    checkpoints = list(fold_checkpoints(experiment.directory, name).values())
+    # The folds trained so far (one fold at --scale cpu is a usable tagger).
+    folds = sorted(experiment.folds)
+    checkpoints = list(fold_checkpoints(experiment.directory, name, folds).values())
     step = tile_steps(experiment.config)["test"]
     blend = FoldBlend(checkpoints, device, batch_size, step)
-    description = f"experiment {name} (geometric mean of {len(checkpoints)} folds)"
+    description = f"experiment {name} (geometric mean of {len(checkpoints)} of 5 folds)"
     return ModelSource(description, blend.classes, blend)
 
 

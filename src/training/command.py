@@ -14,7 +14,8 @@ import torch
 
 from src.cli import default_device, fail, parse_folds
 from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
-from src.experiments import FIRST_LEVEL, STACKING, resolve
+from src.experiment_files import load_experiment
+from src.experiments import FIRST_LEVEL, STACKING
 from src.models.argus_models import resolve_amp
 from src.training.distributed import barrier, init_distributed, launched_by_torchrun
 from src.training.first_level import build_fold, fold_builder, load_first_level_data
@@ -81,14 +82,32 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 def train_command(argv: list[str] | None, description: str, kind: str) -> int:
     """Parse, check the experiment folder, load the data once, train the folds (in parallel
     over `--gpus` when given), print where the best checkpoints are."""
-
     names = FIRST_LEVEL if kind == "cnn" else STACKING
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--experiment", required=True, help=f"one of: {', '.join(names)}")
+    parser.add_argument(
+        "--experiment",
+        required=True,
+        help=f"a registered experiment ({', '.join(names)}) or an experiment file (.json) "
+        "naming one as its base and overriding settings (README, 'Experiments from a file')",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.SUB=VALUE",
+        help="override one setting, e.g. --set model.params.base_size=32 (repeatable)",
+    )
     parser.add_argument(
         "--folds", default=None, help="comma-separated folds to train (default: all)"
+    )
+    parser.add_argument(
+        "--scale",
+        choices=["full", "cpu", "smoke"],
+        default=None,
+        help="full: as registered (default); cpu: small enough to learn real recordings in "
+        "minutes on a laptop's CPU (first level); smoke: tiny, for tests (= --smoke)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="shrink the experiment to run on a CPU in seconds"
@@ -111,12 +130,17 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
     try:
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
-        config = resolve(args.experiment, smoke=args.smoke)
+        if args.smoke and args.scale not in (None, "smoke"):
+            raise ConfigError(f"--smoke is --scale smoke: it cannot go with --scale {args.scale}")
+        scale = "smoke" if args.smoke else (args.scale or "full")
+        args.smoke = scale == "smoke"
+        config = load_experiment(args.experiment, scale=scale, sets=args.set)
         if args.max_epochs is not None:
             config["max_epochs"] = args.max_epochs
+        name = config["name"]
         if config["kind"] != kind:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
-            raise ConfigError(f"{args.experiment} is not a {kind} experiment: use {other}")
+            raise ConfigError(f"{name} is not a {kind} experiment: use {other}")
         folds = parse_folds(args.folds)
         options = run_options(args)
         context = None
@@ -128,13 +152,13 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
                 options, device=context.device, rank=context.rank, world_size=context.world_size
             )
         corrections = (
-            "none" if args.no_corrections else ("if-present" if args.smoke else "required")
+            "none" if args.no_corrections else ("if-present" if scale != "full" else "required")
         )
         if kind == "cnn":
             load, build, builder = load_first_level_data, build_fold, fold_builder
         else:
             load, build, builder = load_stacking_data, build_stacking_fold, stacking_fold_builder
-        experiment_dir = paths.experiment_dir(args.experiment)
+        experiment_dir = paths.experiment_dir(name)
         record = {"config": config, "classes": list(vocabulary.classes), "seed": options.seed}
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).
@@ -146,19 +170,17 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             data = load(config, paths, vocabulary, corrections)
         schedule = Schedule.from_config(config)
         if args.gpus:
-            parallel = partial(builder, args.experiment, args.smoke, corrections, options)
+            parallel = partial(builder, config, corrections, options)
             devices = parse_devices(args.gpus)
-            results = train_folds_parallel(
-                experiment_dir, folds, parallel, schedule, args.experiment, devices
-            )
+            results = train_folds_parallel(experiment_dir, folds, parallel, schedule, name, devices)
         else:
             local = partial(build, data, options=options)
             results = train_folds(
-                experiment_dir, folds, local, schedule, args.experiment, not args.no_progress
+                experiment_dir, folds, local, schedule, name, not args.no_progress
             )
     except (ConfigError, RuntimeError) as error:
         return fail(error)
     for fold, result in sorted(results.items()):
         best, seconds = result.get("best_checkpoint"), result.get("seconds", 0)
-        print(f"{args.experiment} fold {fold}: {best} ({seconds} s)")
+        print(f"{name} fold {fold}: {best} ({seconds} s)")
     return 0

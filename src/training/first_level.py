@@ -15,9 +15,8 @@ from src.augment.mixers import get_mixer
 from src.augment.transforms import get_transforms
 from src.config import Paths, Vocabulary, get_paths, load_vocabulary
 from src.data.corrections import CORRECTIONS_MODES
-from src.data.labels import LabelTables, load_label_tables
+from src.data.labels import LabelTables, has_noisy_set, load_label_tables
 from src.data.store import Extraction, SpectrogramStore, curated_store, noisy_store
-from src.experiments import resolve
 from src.models.argus_models import FreesoundModel, model_params
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.training.datasets import (
@@ -49,23 +48,42 @@ def load_first_level_data(
     vocabulary: Vocabulary,
     corrections: str = "required",
     extraction: Extraction | None = None,
+    announce: bool = True,
 ) -> FirstLevelData:
-    """Spectrogram stores and label tables, loaded once for all folds."""
+    """Spectrogram stores and label tables, loaded once for all folds (`announce`: log the
+    probability moves; the fold workers of a parallel run load again quietly)."""
     if corrections not in CORRECTIONS_MODES:
         raise ValueError(f"corrections must be one of {CORRECTIONS_MODES}")
     probabilities = {
         name: float(config["datasets"].get(name, 0.0)) for name in ("noisy", "corrected", "curated")
     }
     need_noisy = probabilities["noisy"] > 0 or probabilities["corrected"] > 0
+    if need_noisy and not has_noisy_set(paths):
+        moved = probabilities["noisy"] + probabilities["corrected"]
+        if announce:
+            log.warning(
+                "no noisy set (%s missing or empty): the noisy and corrected-noisy sampling "
+                "probability %.2f moves to the curated set",
+                paths.train_noisy_csv.name,
+                moved,
+            )
+        probabilities = {
+            "noisy": 0.0,
+            "corrected": 0.0,
+            "curated": probabilities["curated"] + moved,
+        }
+        need_noisy = False
     files = {} if corrections == "none" else config["corrections"]
     tables = load_label_tables(paths, vocabulary, files, need_noisy, corrections == "if-present")
     if probabilities["corrected"] > 0 and tables.corrected.empty:
         # Only reachable without noisy corrections (smoke runs, --no-corrections): the
         # corrected clips were BCE-trained like curated ones, so curated takes their share.
-        log.warning(
-            "no corrected noisy clips: their sampling probability %.2f moves to the curated set",
-            probabilities["corrected"],
-        )
+        if announce:
+            log.warning(
+                "no corrected noisy clips: their sampling probability %.2f moves to the curated "
+                "set",
+                probabilities["corrected"],
+            )
         probabilities["curated"] += probabilities.pop("corrected")
         probabilities["corrected"] = 0.0
     return FirstLevelData(
@@ -156,10 +174,9 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
     )
 
 
-def fold_builder(experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str):
-    """Picklable setup for `train_folds_parallel`: loads the data in the worker process."""
+def fold_builder(config: dict, corrections: str, options: RunOptions, device: str):
+    """Picklable setup for `train_folds_parallel`: loads the data in the worker process
+    (`config`: the resolved configuration, as in params.json)."""
     paths = get_paths()
-    data = load_first_level_data(
-        resolve(experiment, smoke), paths, load_vocabulary(paths), corrections
-    )
+    data = load_first_level_data(config, paths, load_vocabulary(paths), corrections, announce=False)
     return partial(build_fold, data, options=replace(options, device=device))

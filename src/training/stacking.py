@@ -16,10 +16,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from src.config import ConfigError, Paths, Vocabulary, get_paths, load_vocabulary
+from src.config import Paths, Vocabulary, get_paths, load_vocabulary
 from src.data.corrections import apply_corrections, find_corrections
 from src.data.labels import check_labels, read_folds
-from src.experiments import resolve
 from src.models.argus_models import StackingModel
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.runs import check_oof_inputs, read_oof_tiles
@@ -112,20 +111,8 @@ def stacking_params(config: dict, in_channels: int, num_classes: int, device: st
     }
 
 
-def stacking_config(name: str, smoke: bool) -> dict:
-    config = resolve(name, smoke)
-    if config["kind"] != "stacking":
-        raise ConfigError(f"{name} is a first-level experiment: use train_folds.py")
-    return config
-
-
-def stacking_fold_builder(
-    experiment: str, smoke: bool, corrections: str, options: RunOptions, device: str
-):
+def stacking_fold_builder(config: dict, corrections: str, options: RunOptions, device: str):
     """Picklable setup for `train_folds_parallel` (see src.training.first_level.fold_builder)."""
-
     paths = get_paths()
-    data = load_stacking_data(
-        stacking_config(experiment, smoke), paths, load_vocabulary(paths), corrections
-    )
+    data = load_stacking_data(config, paths, load_vocabulary(paths), corrections)
     return partial(build_stacking_fold, data, options=replace(options, device=device))

@@ -1,0 +1,177 @@
+"""Experiments from a file and from the command line, on top of the registry.
+
+    train_folds.py --experiment my_exp.json --set max_epochs=30 --set model.params.base_size=32
+
+An experiment file is JSON naming a registered experiment as its `base` and overriding any of
+its settings (nested objects are merged key by key); its `name` defaults to the file's stem and
+names the experiment's folder:
+
+    {"base": "corr_noisy_007", "name": "my_exp", "max_epochs": 30,
+     "model": {"params": {"base_size": 32}}, "datasets": {"noisy": 0.0, "curated": 1.0}}
+
+`--set KEY.SUB=VALUE` overrides one setting after the file; VALUE is read as JSON when it
+parses (30, 0.5, true, null, [1, 2], "text") and as text otherwise; for a list setting,
+`a,b,c` is the list ["a", "b", "c"] (stacking inputs). Every key must exist in the base and
+every value must have the type of the value it replaces (an integer may replace a float; any
+value may replace null, and null any value): errors name the key.
+
+The resolved configuration records `base` and `overrides` and lands in params.json, from which
+prediction, tagging and the kernels read a trained experiment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from src.config import ConfigError
+from src.experiments import CPU_CNN, EXPERIMENTS, Config, resolve
+
+FILE_KEYS = ("base", "name")  # keys of an experiment file that are not settings
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Settings that describe an experiment rather than tune it: never overridden.
+FIXED = ("kind", "name", "smoke", "scale", "base", "overrides")
+
+
+def is_experiment_file(spec: str) -> bool:
+    return spec.endswith(".json") or Path(spec).is_file()
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_value(key: str, old: Any, new: Any, source: str) -> Any:
+    """`new` when it may replace `old`, else a ConfigError naming the key."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        ok = isinstance(old, bool) and isinstance(new, bool)
+    elif isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    else:
+        ok = isinstance(new, type(old)) or (isinstance(old, int) and isinstance(new, int))
+    if not ok:
+        raise ConfigError(
+            f"{source}: setting {key!r} takes {_type_name(old)} (like {json.dumps(old)}), "
+            f"got {_type_name(new)} {json.dumps(new)}"
+        )
+    return new
+
+
+def apply_overrides(config: Config, overrides: dict, source: str, prefix: str = "") -> Config:
+    """A copy of `config` with `overrides` merged in: nested dicts key by key, every key known,
+    every value of the replaced value's type."""
+    merged = copy.deepcopy(config)
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if not prefix and key in FIXED:
+            raise ConfigError(f"{source}: setting {path!r} cannot be overridden")
+        if key not in merged:
+            known = ", ".join(sorted(merged))
+            raise ConfigError(f"{source}: unknown setting {path!r} (known here: {known})")
+        if isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = apply_overrides(merged[key], value, source, f"{path}.")
+        else:
+            merged[key] = copy.deepcopy(check_value(path, merged[key], value, source))
+    return merged
+
+
+def parse_set(text: str, config: Config) -> dict:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}} with the value read as described above."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set takes KEY.SUB=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    # The current value's type decides how plain text is read.
+    current: Any = config
+    for part in key.split("."):
+        current = current.get(part) if isinstance(current, dict) else None
+    if isinstance(current, list) and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(current, str) and not isinstance(value, str):
+        value = raw  # e.g. --set model.name=123 stays text
+    nested: dict = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def read_experiment_file(path: Path) -> tuple[str, str, dict]:
+    """(name, base, overrides) of an experiment file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: experiment file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an experiment file holds a JSON object")
+    base = data.get("base")
+    if base not in EXPERIMENTS:
+        raise ConfigError(
+            f"{path}: 'base' must name a registered experiment ({', '.join(EXPERIMENTS)}), "
+            f"got {base!r}"
+        )
+    name = data.get("name", path.stem)
+    overrides = {k: v for k, v in data.items() if k not in FILE_KEYS}
+    return str(name), base, overrides
+
+
+SCALES = ("full", "cpu", "smoke")
+
+
+def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) -> Config:
+    """The resolved configuration of a registered name or an experiment file at a scale
+    (`full`: as registered; `cpu`: the laptop scale CPU_CNN; `smoke`: the test scale), then the
+    file's overrides, then each `--set`."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {SCALES}, got {scale!r}")
+    if is_experiment_file(spec):
+        path = Path(spec)
+        name, base, overrides = read_experiment_file(path)
+        source = str(path)
+    else:
+        name, base, overrides, source = spec, spec, {}, "--experiment"
+    config = resolve(base, smoke=scale == "smoke")
+    if scale == "cpu":
+        if config["kind"] != "cnn":
+            raise ConfigError(
+                "--scale cpu is for first-level experiments; a stacking experiment trains at "
+                "--smoke or full size (its MLP is small)"
+            )
+        config = apply_overrides(config, CPU_CNN, "the cpu scale")
+        config["scale"] = "cpu"
+    config = apply_overrides(config, overrides, source)
+    all_overrides = copy.deepcopy(overrides)
+    for text in sets:
+        change = parse_set(text, config)
+        config = apply_overrides(config, change, f"--set {text}")
+        all_overrides = _merge_dicts(all_overrides, change)
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"
+        )
+    config["name"] = name
+    if name != base or all_overrides:
+        config["base"] = base
+        config["overrides"] = all_overrides
+    return config
+
+
+def _merge_dicts(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for key, value in b.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_dicts(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,154 @@
+"""Experiments from a file (--experiment my_exp.json) and from the command line (--set)."""
+
+import json
+import shutil
+
+import pytest
+
+import predict_folds
+import tag_audio
+from src.config import ConfigError, get_paths
+from src.experiment_files import load_experiment, parse_set
+from src.experiments import resolve
+from src.training.command import train_command
+
+
+def write(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_a_file_overrides_nested_settings_of_its_base(tmp_path):
+    spec = write(
+        tmp_path / "my_exp.json",
+        {
+            "base": "corr_noisy_007",
+            "max_epochs": 30,
+            "model": {"params": {"base_size": 32}},
+            "datasets": {"noisy": 0, "corrected": 0.0, "curated": 1},
+            "optimizer": {"params": {"lr": 1}},  # an int where a float was: accepted
+        },
+    )
+    config = load_experiment(spec)
+    base = resolve("corr_noisy_007")
+    assert config["name"] == "my_exp" and config["base"] == "corr_noisy_007"
+    assert config["max_epochs"] == 30 and config["model"]["params"]["base_size"] == 32
+    assert config["model"]["params"]["dropout"] == base["model"]["params"]["dropout"]  # merged
+    assert config["model"]["name"] == base["model"]["name"]
+    assert config["datasets"] == {"noisy": 0.0, "corrected": 0.0, "curated": 1.0}
+    assert config["optimizer"]["params"]["lr"] == 1.0 and config["loss"] == base["loss"]
+    assert config["overrides"]["model"] == {"params": {"base_size": 32}}
+
+
+def test_set_overrides_after_the_file_and_smoke_before_it(tmp_path):
+    spec = write(tmp_path / "x.json", {"base": "auxiliary_016", "name": "renamed", "crop_size": 96})
+    sets = ["model.params.base_size=16", "max_epochs=3", "transforms.resize_scale=[0.5, 1]"]
+    sets += ["corrections.noisy=noisy_corrections.json", "aux_weights=null"]
+    config = load_experiment(spec, scale="smoke", sets=sets)
+    assert config["name"] == "renamed" and config["smoke"]
+    assert config["crop_size"] == 96  # the file wins over the smoke scale
+    assert config["model"]["params"]["base_size"] == 16 and config["max_epochs"] == 3
+    assert config["transforms"]["resize_scale"] == [0.5, 1]
+    assert config["corrections"]["noisy"] == "noisy_corrections.json"
+    assert config["aux_weights"] is None
+    assert config["overrides"]["model"] == {"params": {"base_size": 16}}
+    # A registered name with --set keeps its name; with nothing changed, no base/overrides.
+    assert load_experiment("auxiliary_016", sets=["max_epochs=5"])["name"] == "auxiliary_016"
+    assert load_experiment("auxiliary_016") == resolve("auxiliary_016")
+
+
+def test_stacking_inputs_as_a_comma_separated_list():
+    config = load_experiment("stacking_008_fcnet_43040", sets=["inputs=mine,auxiliary_016"])
+    assert config["inputs"] == ["mine", "auxiliary_016"]
+    assert parse_set("inputs=a", config) == {"inputs": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("sets", "file", "message"),
+    [
+        (["model.params.base_sise=32"], None, "unknown setting 'model.params.base_sise'"),
+        (["max_epochs=lots"], None, "setting 'max_epochs' takes int.*got str \"lots\""),
+        (["max_epochs=2.5"], None, "setting 'max_epochs' takes int"),
+        (["model=3"], None, "setting 'model' takes dict"),
+        (["mixer.alpha_dist=3"], None, None),  # text setting: read as the text "3"
+        (["kind=stacking"], None, "setting 'kind' cannot be overridden"),
+        (["max_epochs"], None, "--set takes KEY.SUB=VALUE"),
+        (
+            [],
+            {"base": "corr_noisy_007", "loss": {"params": {"beta": "high"}}},
+            "'loss.params.beta'",
+        ),
+        ([], {"base": "corr_noisy_007", "epochs": 3}, "unknown setting 'epochs'"),
+        ([], {"base": "no_such_experiment"}, "'base' must name a registered experiment"),
+        ([], {"base": "corr_noisy_007", "name": "a b/c"}, "experiment name 'a b/c'"),
+        ([], [1, 2], "holds a JSON object"),
+    ],
+)
+def test_bad_keys_and_types_are_refused_with_their_name(tmp_path, sets, file, message):
+    spec = "corr_noisy_007" if file is None else write(tmp_path / "bad.json", file)
+    if message is None:
+        assert load_experiment(spec, sets=sets)["mixer"]["alpha_dist"] == "3"
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(spec, sets=sets)
+
+
+def test_a_file_experiment_trains_lands_in_params_json_and_is_predicted_and_tagged(
+    tiny_data, tmp_path, capsys
+):
+    spec = write(
+        tmp_path / "my_exp.json",
+        {"base": "corrections_002", "model": {"params": {"base_size": 4}}, "epoch_size": 32},
+    )
+    args = ["--experiment", spec, "--smoke", "--folds", "0", "--set", "batch_size=8"]
+    args += ["--set", "max_epochs=1", "--workers", "0", "--no-progress", "--device", "cpu"]
+    assert train_command(args, "", kind="cnn") == 0
+    paths = get_paths()
+    params = json.loads((paths.experiment_dir("my_exp") / "params.json").read_text())
+    config = params["config"]
+    assert config["name"] == "my_exp" and config["base"] == "corrections_002"
+    assert config["model"]["params"]["base_size"] == 4 and config["batch_size"] == 8
+    assert config["overrides"] == {
+        "model": {"params": {"base_size": 4}},
+        "epoch_size": 32,
+        "batch_size": 8,
+        "max_epochs": 1,
+    }
+    assert params["runtime"]["set"] == ["batch_size=8", "max_epochs=1"]
+    # Tagging works with the folds trained so far.
+    clip = sorted((tiny_data / "test").iterdir())[0]
+    assert tag_audio.main([str(clip), "--experiment", "my_exp", "--device", "cpu"]) == 0
+    assert "geometric mean of 1 of 5 folds" in capsys.readouterr().err
+    # Not in the registry: prediction and tagging read params.json. (Folds 1-4 reuse fold 0's
+    # model: what is tested here is finding the experiment, not training it.)
+    for fold in range(1, 5):
+        shutil.copytree(
+            paths.experiment_dir("my_exp") / "fold_0",
+            paths.experiment_dir("my_exp") / f"fold_{fold}",
+        )
+    assert predict_folds.main(["--experiment", "my_exp", "--device", "cpu", "--no-progress"]) == 0
+    assert (paths.prediction_dir("my_exp") / "probs.csv").is_file()
+    out_csv = tmp_path / "tags.csv"
+    argv = [str(clip), "--experiment", "my_exp", "--device", "cpu", "--csv", str(out_csv)]
+    assert tag_audio.main(argv) == 0
+    assert out_csv.is_file() and "my_exp" in capsys.readouterr().err
+    # The same file with another --set is another configuration: refused without --force.
+    assert train_command([*args, "--set", "crop_size=32"], "", kind="cnn") == 1
+    assert "different config" in capsys.readouterr().err
+
+
+def test_the_cpu_scale_and_smoke_as_a_scale(capsys):
+    from src.experiments import CPU_CNN
+
+    config = load_experiment("corr_noisy_007", scale="cpu", sets=["max_epochs=12"])
+    assert config["scale"] == "cpu" and not config["smoke"]
+    assert config["model"]["params"]["base_size"] == CPU_CNN["model"]["params"]["base_size"]
+    assert config["crop_size"] == CPU_CNN["crop_size"] and config["mixer"]["prob"] == 0.0
+    assert config["max_epochs"] == 12  # --set wins over the scale
+    assert config["model"]["name"] == resolve("corr_noisy_007")["model"]["name"]
+    assert load_experiment("corr_noisy_007", scale="smoke") == resolve("corr_noisy_007", True)
+    with pytest.raises(ConfigError, match="--scale cpu is for first-level experiments"):
+        load_experiment("stacking_008_fcnet_43040", scale="cpu")
+    args = ["--experiment", "corr_noisy_007", "--smoke", "--scale", "cpu"]
+    assert train_command(args, "", kind="cnn") == 1
+    assert "--smoke is --scale smoke" in capsys.readouterr().err

@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stacking", default=",".join(STACKING), help="stacking experiments to blend"
     )
     add_prediction_arguments(parser, fill_undecodable=True)
+    parser.add_argument(
+        "--no-oof",
+        action="store_true",
+        help="skip the out-of-fold lwlrap table (it needs predict_folds.py's out-of-fold "
+        "predictions of every experiment; imported weights come without them)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             args.device or default_device(),
             args.batch_size,
             progress=not args.no_progress,
-            with_oof=not paths.kernel,
+            with_oof=not (paths.kernel or args.no_oof),
         )
         submission = align_to_sample_submission(result.submission, paths, args.fill_undecodable)
         check_submission(submission, vocabulary.classes, len(submission))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from src.config import ConfigError, Paths, Vocabulary
+from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.labels import read_folds, read_labels_csv
 from src.data.store import test_store
 from src.experiments import tile_steps
@@ -24,6 +24,7 @@ from src.prediction.experiment import predict_set_cached
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
 from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import (
+    check_oof_inputs,
     experiment_config,
     fold_checkpoints,
     fold_dir,
@@ -132,6 +133,11 @@ def ensemble_predict(
     inputs = configs[0]["inputs"]
     if any(c["inputs"] != inputs for c in configs):
         raise ConfigError("the stacking experiments must share their first-level inputs")
+    if with_oof:  # say what is missing before predicting anything
+        try:
+            check_oof_inputs(paths.predictions_dir, inputs, range(N_FOLDS))
+        except ConfigError as error:
+            raise ConfigError(f"{error}; or pass --no-oof to skip the out-of-fold table") from None
     test = test_store(paths)
     first = [
         first_level_test(n, paths, vocabulary, test, device, batch_size, progress) for n in inputs

@@ -1,0 +1,69 @@
+"""Import the original solution's released checkpoints into this project's layout.
+
+    python import_weights.py experiments.zip            # or an unpacked experiments/ folder
+    python import_weights.py experiments/ --force       # replace experiments imported before
+
+For every experiment and fold found (<experiment>/fold_<k>/model-EEE-S.pth), the checkpoint is
+read with weights_only=True, float16 tensors are cast to float32, the original's key names are
+mapped to this project's, the network is built from the checkpoint's own architecture
+arguments and loaded strictly, and the experiment is written to <data>/experiments/<experiment>/
+(params.json, fold_<k>/model-EEE-S.pth, fold_<k>/finished.json) in one rename, so tag_audio.py,
+demo.py, predict_folds.py, stacking_predict.py, build_kernel.py and package_weights.py use it
+as if it had been trained here. An experiment that cannot be imported is named with the reason
+and nothing is written for it; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.cli import fail, setup_logging
+from src.config import ConfigError, get_paths, load_vocabulary
+from src.tools.import_weights import format_table, import_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="the zip or experiments/")
+    parser.add_argument(
+        "--force", action="store_true", help="replace experiments that already exist"
+    )
+    parser.add_argument(
+        "--experiments",
+        default="",
+        help="comma-separated names to import (default: every experiment found)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="experiments folder to write (default: <data>/experiments)",
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        paths = get_paths()
+        results = import_source(
+            args.source,
+            args.out or paths.experiments_dir,
+            load_vocabulary(paths),
+            force=args.force,
+            only=[name for name in args.experiments.split(",") if name],
+        )
+    except ConfigError as error:
+        return fail(error)
+    print(format_table(results))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"{r.experiment}: {r.error}", file=sys.stderr)
+    imported = len(results) - len(failed)
+    print(f"{imported} experiment(s) imported into {args.out or paths.experiments_dir}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

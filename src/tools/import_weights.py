@@ -1,0 +1,445 @@
+"""Importing the original solution's released checkpoints (issue 12).
+
+The original published the weights of its final submission as a zip of its `experiments/`
+folder: `experiments/<experiment>/fold_<k>/model-EEE-S.pth`, each an argus 0.x checkpoint
+(`model_name`, `params`, `nn_state_dict`) in torch's legacy serialisation, with the CNN weights
+in float16 (apex O2) and two architectures naming their layers differently from ours.
+
+`import_source` reads every experiment and fold found (zip or unpacked folder), loads each file
+with `weights_only=True`, casts float16 tensors to float32, renames the keys, builds our model
+from the checkpoint's own architecture arguments, loads the state dict strictly, and writes the
+experiment in this project's layout (`<experiments>/<exp>/params.json`,
+`fold_<k>/model-EEE-S.pth`, `fold_<k>/finished.json`) through a temporary folder renamed into
+place, so an import that fails or is interrupted leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from src.config import ConfigError, Vocabulary
+from src.runs import CHECKPOINT_PATTERN
+from src.utils import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SOURCE_NOTE = (
+    "imported by import_weights.py from the original solution's released checkpoints; "
+    "float16 tensors cast to float32, keys renamed to this project's layers"
+)
+_FOLD_PATH = re.compile(r"(?:^|/)([^/]+)/fold_(\d+)/(model-[^/]+\.pth)$")
+
+
+class ImportFailure(ConfigError):
+    """An experiment that cannot be imported; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one of the original's network classes maps onto ours."""
+
+    kind: str  # 'cnn' or 'stacking'
+    model_name: str  # the argus model class of this project that runs it
+    renames: tuple[tuple[str, str], ...] = ()  # (original key prefix, our key prefix)
+    # Every original key must match one of these prefixes ('' = any key keeps its name).
+    known_prefixes: tuple[str, ...] = ("",)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "AuxSkipAttention": Architecture("cnn", "FreesoundModel"),
+    "SkipAttention": Architecture("cnn", "FreesoundModel"),
+    "RnnAuxSkipAttention": Architecture(
+        "cnn",
+        "FreesoundModel",
+        renames=(("rnn.rnn.", "lstm.rnn."), ("rnn.embedding.", "lstm.embedding.")),
+    ),
+    "FCNet": Architecture(
+        "stacking",
+        "StackingModel",
+        renames=(
+            ("scale.fc1.", "gate.fc1."),
+            ("scale.fc2.", "gate.fc2."),
+            ("linear1.", "fc1."),
+            ("relu1.", "act1."),
+            ("linear2.", "fc2."),
+            ("relu2.", "act2."),
+            ("fc.", "fc3."),
+        ),
+        known_prefixes=(),  # every FCNet key is renamed: an unknown one cannot be mapped
+    ),
+}
+
+
+def network_class(name: str) -> type[torch.nn.Module]:
+    from src.models import MODELS
+    from src.models.fcnet import FCNet
+
+    return {**MODELS, "FCNet": FCNet}[name]
+
+
+# --------------------------------------------------------------------------------------
+# Reading the source
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    experiment: str
+    fold: int
+    name: str  # model-EEE-S.pth
+    where: str  # for messages: the file's path (or zip member)
+    read: Callable[[], bytes]
+
+
+def find_checkpoints(source: Path) -> dict[str, list[SourceFile]]:
+    """Experiment -> its checkpoint files, from a zip or a folder holding experiments."""
+    files: list[SourceFile] = []
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise ConfigError(f"{source}: neither a zip file nor a folder")
+        with zipfile.ZipFile(source) as archive:
+            members = [m for m in archive.namelist() if not m.endswith("/")]
+
+        def reader(member: str) -> Callable[[], bytes]:
+            def read() -> bytes:
+                with zipfile.ZipFile(source) as archive:
+                    return archive.read(member)
+
+            return read
+
+        for member in members:
+            match = _FOLD_PATH.search(member)
+            if match:
+                experiment, fold, name = match.groups()
+                files.append(
+                    SourceFile(experiment, int(fold), name, f"{source}:{member}", reader(member))
+                )
+    elif source.is_dir():
+        for path in sorted(source.rglob("fold_*/model-*.pth")):
+            match = _FOLD_PATH.search(path.as_posix())
+            if match:
+                experiment, fold, name = match.groups()
+                files.append(SourceFile(experiment, int(fold), name, str(path), path.read_bytes))
+    else:
+        raise ConfigError(f"{source}: not found")
+    found: dict[str, list[SourceFile]] = {}
+    for item in sorted(files, key=lambda f: (f.experiment, f.fold, f.name)):
+        found.setdefault(item.experiment, []).append(item)
+    if not found:
+        raise ConfigError(
+            f"{source}: no checkpoint found (expected <experiment>/fold_<k>/model-EEE-S.pth)"
+        )
+    return found
+
+
+def best_per_fold(files: Sequence[SourceFile]) -> dict[int, SourceFile]:
+    """The highest-scoring model-EEE-S.pth of each fold (as best_checkpoint picks them)."""
+    best: dict[int, tuple[float, SourceFile]] = {}
+    for item in files:
+        match = CHECKPOINT_PATTERN.match(item.name)
+        score = float(match.group(2)) if match else float("-inf")
+        if item.fold not in best or score > best[item.fold][0]:
+            best[item.fold] = (score, item)
+    return {fold: best[fold][1] for fold in sorted(best)}
+
+
+# --------------------------------------------------------------------------------------
+# Converting one checkpoint
+# --------------------------------------------------------------------------------------
+
+
+def read_original(item: SourceFile) -> dict:
+    try:
+        data = torch.load(io.BytesIO(item.read()), map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or not a checkpoint at all
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImportFailure(
+            f"{item.where}: cannot read (truncated or corrupt file?): {reason}"
+        ) from None
+    missing = {"model_name", "params", "nn_state_dict"} - set(
+        data if isinstance(data, dict) else ()
+    )
+    if missing:
+        raise ImportFailure(f"{item.where}: not an argus checkpoint (no {', '.join(missing)})")
+    return data
+
+
+def rename_key(key: str, architecture: Architecture) -> str | None:
+    for old, new in architecture.renames:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    if any(key.startswith(prefix) for prefix in architecture.known_prefixes):
+        return key
+    return None
+
+
+def to_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
+@dataclass
+class Converted:
+    network: str
+    kwargs: dict
+    state: dict[str, torch.Tensor]
+    original_params: dict
+    parameters: int
+    original_model_name: str
+
+
+def convert(item: SourceFile, vocabulary: Vocabulary) -> Converted:
+    """One original checkpoint as our network's float32 state dict, loaded strictly."""
+    data = read_original(item)
+    params = data["params"]
+    try:
+        network, kwargs = params["nn_module"]
+        kwargs = dict(kwargs)
+    except (KeyError, TypeError, ValueError):
+        raise ImportFailure(f"{item.where}: params hold no nn_module (name, kwargs)") from None
+    architecture = ARCHITECTURES.get(network)
+    if architecture is None:
+        raise ImportFailure(
+            f"{item.where}: unknown architecture {network!r} (known: {', '.join(ARCHITECTURES)})"
+        )
+    classes = kwargs.get("num_classes")
+    if classes != len(vocabulary):
+        raise ImportFailure(
+            f"{item.where}: {classes} classes, but the vocabulary has {len(vocabulary)}"
+        )
+    try:
+        module = network_class(network)(**kwargs)
+    except TypeError as error:
+        raise ImportFailure(
+            f"{item.where}: {network} arguments {kwargs} not accepted: {error}"
+        ) from None
+    state = {}
+    for key, tensor in data["nn_state_dict"].items():
+        new_key = rename_key(key, architecture)
+        if new_key is None:
+            raise ImportFailure(f"{item.where}: cannot map key {key!r} of {network}")
+        state[new_key] = to_float32(tensor)
+    expected = module.state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    absent = sorted(set(expected) - set(state))
+    if unexpected or absent:
+        parts = []
+        if unexpected:
+            parts.append(f"unexpected key(s) {unexpected[:5]}")
+        if absent:
+            parts.append(f"missing key(s) {absent[:5]}")
+        raise ImportFailure(f"{item.where}: {network} does not load: {'; '.join(parts)}")
+    shapes = [k for k in state if state[k].shape != expected[k].shape]
+    if shapes:
+        k = shapes[0]
+        raise ImportFailure(
+            f"{item.where}: {network} key {k!r} has shape {tuple(state[k].shape)}, "
+            f"ours {tuple(expected[k].shape)}"
+        )
+    module.load_state_dict(state, strict=True)
+    parameters = sum(p.numel() for p in module.parameters())
+    return Converted(network, kwargs, state, dict(params), parameters, str(data["model_name"]))
+
+
+# --------------------------------------------------------------------------------------
+# This project's checkpoint and params.json
+# --------------------------------------------------------------------------------------
+
+
+def registry_config(experiment: str, converted: Converted) -> tuple[dict, bool]:
+    """The registry's configuration for a known name (else the base of its kind), with the
+    checkpoint's own model arguments. Returns (config, known)."""
+    from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
+
+    kind = ARCHITECTURES[converted.network].kind
+    known = experiment in EXPERIMENTS and EXPERIMENTS[experiment]["kind"] == kind
+    if known:
+        config = resolve(experiment)
+    else:
+        config = copy.deepcopy(CNN_BASE if kind == "cnn" else STACKING_BASE)
+        config.update(name=experiment, smoke=False)
+    model_params = {
+        k: v for k, v in converted.kwargs.items() if k not in ("num_classes", "in_channels")
+    }
+    config["model"] = {"name": converted.network, "params": model_params}
+    if kind == "cnn":
+        aux = converted.original_params.get("aux")
+        config["aux_weights"] = list(aux["weights"]) if isinstance(aux, dict) else None
+    return config, known
+
+
+def project_params(converted: Converted, config: dict) -> dict:
+    """argus params of our FreesoundModel / StackingModel for the imported network."""
+    original = converted.original_params
+    optimizer = original.get("optimizer") or (config["optimizer"]["name"], {})
+    if ARCHITECTURES[converted.network].kind == "stacking":
+        return {
+            "nn_module": (converted.network, dict(converted.kwargs)),
+            "loss": ("BCEWithLogits", {}),
+            "optimizer": (optimizer[0], dict(optimizer[1])),
+            "device": "cpu",
+        }
+    from src.models.losses import LOSSES
+
+    loss = original.get("loss")
+    if not (isinstance(loss, list | tuple) and len(loss) == 2 and loss[0] in LOSSES):
+        loss = (config["loss"]["name"], config["loss"]["params"])
+    return {
+        "nn_module": (converted.network, dict(converted.kwargs)),
+        "loss": (loss[0], dict(loss[1])),
+        "optimizer": (optimizer[0], dict(optimizer[1])),
+        "device": "cpu",
+        "aux_weights": config.get("aux_weights"),
+        # The original trained with apex O2 (fp16); prediction here runs in float32.
+        "amp": "off",
+        "channels_last": False,
+        "crop_size": int(config["crop_size"]),
+    }
+
+
+def jsonable(value):
+    """Tuples -> lists, anything else that is not JSON -> its repr."""
+    return json.loads(json.dumps(value, default=repr))
+
+
+# --------------------------------------------------------------------------------------
+# Importing experiments
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    experiment: str
+    folds: list[int] = field(default_factory=list)
+    architecture: str = ""
+    parameters: int = 0
+    error: str | None = None
+    skipped: bool = False  # exists and --force not given
+
+
+def import_experiment(
+    experiment: str,
+    files: Sequence[SourceFile],
+    experiments_dir: Path,
+    vocabulary: Vocabulary,
+    source: Path,
+    force: bool = False,
+) -> ImportResult:
+    """Convert every fold of one experiment, then move it into place in one rename."""
+    result = ImportResult(experiment)
+    target = experiments_dir / experiment
+    if target.exists() and not force:
+        result.error = f"{target} already exists; use --force to replace it"
+        result.skipped = True
+        return result
+    folds = best_per_fold(files)
+    converted: dict[int, Converted] = {}
+    try:
+        for fold, item in folds.items():
+            converted[fold] = convert(item, vocabulary)
+        networks = {c.network for c in converted.values()}
+        if len(networks) > 1:
+            raise ImportFailure(f"{experiment}: folds hold different architectures {networks}")
+    except ImportFailure as error:
+        result.error = str(error)
+        return result
+    first = next(iter(converted.values()))
+    config, known = registry_config(experiment, first)
+    model_name = ARCHITECTURES[first.network].model_name
+    experiments_dir.mkdir(parents=True, exist_ok=True)
+    staging = experiments_dir / f".import-{experiment}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for fold, item in folds.items():
+            fold_dir = staging / f"fold_{fold}"
+            fold_dir.mkdir(parents=True)
+            checkpoint = {
+                "model_name": model_name,
+                "params": project_params(converted[fold], config),
+                "nn_state_dict": converted[fold].state,
+            }
+            torch.save(checkpoint, fold_dir / item.name)
+            match = CHECKPOINT_PATTERN.match(item.name)
+            finished = {"imported_from": item.where, "best_checkpoint": item.name}
+            if match:
+                finished["best_val_lwlrap"] = float(match.group(2))
+            write_json_atomic(finished, fold_dir / "finished.json")
+        original = first.original_params
+        record = {
+            "config": config,
+            "classes": list(vocabulary.classes),
+            "seed": None,
+            "source": {
+                "note": SOURCE_NOTE,
+                "from": str(source),
+                "registry": "known experiment" if known else "not in the registry: base config",
+                "files": {str(f): item.where for f, item in folds.items()},
+                "original_model_name": first.original_model_name,
+                "original_params": jsonable(original),
+            },
+            # The original's training precision (apex O2), recorded; prediction ignores it.
+            "runtime": {"training_amp": jsonable(original.get("amp", "off"))},
+        }
+        write_json_atomic(record, staging / "params.json")
+        if target.exists():
+            trash = experiments_dir / f".replaced-{experiment}-{os.getpid()}"
+            os.replace(target, trash)
+            os.replace(staging, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.folds = sorted(folds)
+    result.architecture = first.network
+    result.parameters = first.parameters
+    return result
+
+
+def import_source(
+    source: Path,
+    experiments_dir: Path,
+    vocabulary: Vocabulary,
+    force: bool = False,
+    only: Sequence[str] | None = None,
+) -> list[ImportResult]:
+    found = find_checkpoints(source)
+    if only:
+        unknown = sorted(set(only) - set(found))
+        if unknown:
+            raise ConfigError(f"{source}: no experiment named {', '.join(unknown)}")
+        found = {name: files for name, files in found.items() if name in only}
+    return [
+        import_experiment(name, files, experiments_dir, vocabulary, source, force)
+        for name, files in found.items()
+    ]
+
+
+def format_table(results: Sequence[ImportResult]) -> str:
+    rows = [("experiment", "folds", "architecture", "parameters", "status")]
+    for r in results:
+        status = "skipped" if r.skipped else ("FAILED" if r.error else "imported")
+        rows.append(
+            (
+                r.experiment,
+                ",".join(map(str, r.folds)) if r.folds else "-",
+                r.architecture or "-",
+                f"{r.parameters:,}" if r.parameters else "-",
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--amp",
         choices=["off", "bf16"],
         help="bf16: about 1.5x faster on CPUs with AVX512-BF16 or AMX, probabilities within "
-        "~0.005 of fp32 (default: off on the CPU, the checkpoint's setting on a GPU)",
+        "~0.005 of fp32 (default: off, float32, whatever the model was trained with)",
     )
     parser.add_argument("--top", type=int, default=3, metavar="K", help="classes per update (3)")
     parser.add_argument("--headless", action="store_true", help="no window: print only")

@@ -17,6 +17,7 @@ import sys
 from src.cli import add_prediction_arguments, default_device, fail, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.prediction.experiment import predict_experiment
+from src.prediction.tiling import set_prediction_amp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--experiment", required=True)
-    add_prediction_arguments(parser, fill_undecodable=True)
+    add_prediction_arguments(parser, fill_undecodable=True, amp=True)
     args = parser.parse_args(argv)
     setup_logging()
+    set_prediction_amp(args.amp)
     try:
         paths = get_paths()
         summary = predict_experiment(

@@ -20,6 +20,7 @@ from src.config import ConfigError, get_paths, load_vocabulary
 from src.experiments import STACKING
 from src.prediction.ensemble import ensemble_predict
 from src.prediction.tables import align_to_sample_submission, check_submission
+from src.prediction.tiling import set_prediction_amp
 from src.utils import write_csv_atomic
 
 
@@ -30,15 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stacking", default=",".join(STACKING), help="stacking experiments to blend"
     )
-    add_prediction_arguments(parser, fill_undecodable=True)
     parser.add_argument(
         "--no-oof",
         action="store_true",
         help="skip the out-of-fold lwlrap table (it needs predict_folds.py's out-of-fold "
         "predictions of every experiment; imported weights come without them)",
     )
+    add_prediction_arguments(parser, fill_undecodable=True, amp=True)
     args = parser.parse_args(argv)
     setup_logging()
+    set_prediction_amp(args.amp)
     try:
         paths = get_paths()
         vocabulary = load_vocabulary(paths)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import default_device, fail
+from src.cli import PREDICTION_AMP_CHOICES, default_device, fail
 from src.config import AUDIO, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="tiles per batch (64)"
     )
+    parser.add_argument(
+        "--amp",
+        choices=PREDICTION_AMP_CHOICES,
+        default="off",
+        help="prediction precision (default off: float32, whatever the models were trained with)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.top < 1 or args.batch_size < 1:
@@ -97,6 +103,7 @@ def model_source(args: argparse.Namespace, device: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from src.prediction.tiling import set_prediction_amp
     from src.tools.tagging import (
         TaggedFile,
         clips_frame,
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parse_args(argv)
+    set_prediction_amp(args.amp)
     try:
         truth = None if args.score is None else read_truth(args.score)
         files = collect_audio_files(args.inputs)

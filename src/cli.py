@@ -46,8 +46,15 @@ def parse_folds(text: str | None, n_folds: int = N_FOLDS) -> list[int]:
     return sorted(set(folds))
 
 
-def add_prediction_arguments(parser: argparse.ArgumentParser, fill_undecodable: bool = False):
-    """--device, --batch-size, --no-progress (and --fill-undecodable) of the predicting scripts."""
+# Choices of --amp for prediction (src.prediction.tiling.set_prediction_amp checks them too).
+PREDICTION_AMP_CHOICES = ("off", "fp16", "bf16", "auto")
+
+
+def add_prediction_arguments(
+    parser: argparse.ArgumentParser, fill_undecodable: bool = False, amp: bool = False
+):
+    """--device, --batch-size, --no-progress (and --fill-undecodable, --amp) of the predicting
+    scripts."""
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
@@ -57,6 +64,14 @@ def add_prediction_arguments(parser: argparse.ArgumentParser, fill_undecodable: 
             "--fill-undecodable",
             action="store_true",
             help="give test clips that cannot be decoded the mean prediction instead of failing",
+        )
+    if amp:
+        parser.add_argument(
+            "--amp",
+            choices=PREDICTION_AMP_CHOICES,
+            default="off",
+            help="prediction precision (default off: float32, whatever the models were trained "
+            "with; bf16/fp16 autocast only on hardware that runs it natively)",
         )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

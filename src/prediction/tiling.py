@@ -22,6 +22,7 @@ import torch
 
 from src.augment.deltas import stack_deltas
 from src.models import argus_models  # noqa: F401  (defines the classes argus.load_model finds)
+from src.utils import strip_compile_prefix
 
 
 def tile_layout(width: int, tile: int, step: int) -> tuple[int, int, int]:
@@ -41,6 +42,26 @@ def make_tiles(spectrogram: torch.Tensor, tile: int, step: int) -> torch.Tensor:
     return padded.unfold(1, tile, step).permute(1, 0, 2)
 
 
+# Prediction precision when none is asked for: float32, whatever precision the checkpoint was
+# trained with (its params keep the training setting; a bf16 model trained on an Ampere GPU
+# must not predict in bf16 on a T4/P100 or a CPU, where bf16 is emulated). Scripts set it from
+# their --amp option with `set_prediction_amp`.
+PREDICTION_AMP_CHOICES = ("off", "fp16", "bf16", "auto")
+_prediction_amp = "off"
+
+
+def set_prediction_amp(amp: str | None) -> None:
+    """The precision of every checkpoint loaded for prediction from now on (None: 'off')."""
+    global _prediction_amp
+    if amp is not None and amp not in PREDICTION_AMP_CHOICES:
+        raise ValueError(f"amp must be one of {PREDICTION_AMP_CHOICES}, got {amp!r}")
+    _prediction_amp = amp or "off"
+
+
+def prediction_amp() -> str:
+    return _prediction_amp
+
+
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", amp: str | None = None
 ):
@@ -48,9 +69,28 @@ def load_checkpoint(
 
     argus finds the checkpoint's class (FreesoundModel or StackingModel) by its recorded name
     among the classes defined so far: `src.models.argus_models`, imported above, defines both.
+    CNNs predict in `amp` (default: `prediction_amp()`, float32 unless a script's --amp asked
+    otherwise), never in the precision recorded at training. Keys with torch.compile's
+    `_orig_mod.` prefix (written by --compile runs of earlier versions) load as plain keys.
     """
-    overrides = {} if amp is None else {"amp": amp}
-    return argus.load_model(str(path), device=str(device), optimizer=None, loss=None, **overrides)
+    amp = amp or _prediction_amp
+
+    def prediction_params(params: dict) -> dict:
+        if "amp" in params:  # FreesoundModel; StackingModel has no precision setting
+            params["amp"] = amp
+        return params
+
+    def plain_keys(nn_state_dict, optimizer_state_dict):
+        return strip_compile_prefix(nn_state_dict), optimizer_state_dict
+
+    return argus.load_model(
+        str(path),
+        device=str(device),
+        optimizer=None,
+        loss=None,
+        change_params_func=prediction_params,
+        change_state_dict_func=plain_keys,
+    )
 
 
 class Predictor:
@@ -65,10 +105,6 @@ class Predictor:
         amp: str | None = None,
     ) -> None:
         if isinstance(model_or_path, str | Path):
-            # A checkpoint trained with bf16 on a GPU runs in fp32 on the CPU unless asked.
-            amp = (
-                amp if amp is not None else ("off" if torch.device(device).type == "cpu" else None)
-            )
             model_or_path = load_checkpoint(model_or_path, device, amp)
         self.model = model_or_path
         self.device = self.model.device

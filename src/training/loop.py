@@ -57,7 +57,7 @@ from src.runs import (
     read_finished,
 )
 from src.training.distributed import barrier, sum_across_ranks
-from src.utils import write_json_atomic
+from src.utils import plain_module, strip_compile_prefix, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,10 @@ def save_model_atomic(model, path: Path) -> None:
     state = {
         "model_name": type(model).__name__,
         "params": model.params,
-        "nn_state_dict": {k: v.cpu() for k, v in model.get_nn_module().state_dict().items()},
+        # The plain module's keys, also for --compile runs (no `_orig_mod.` prefix).
+        "nn_state_dict": {
+            k: v.cpu() for k, v in plain_module(model.get_nn_module()).state_dict().items()
+        },
     }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
@@ -255,7 +258,7 @@ class ResumeState(Callback):
         snapshot = {
             "epoch": state.epoch,
             "stopped": bool(state.stopped),
-            "nn_state_dict": model.get_nn_module().state_dict(),
+            "nn_state_dict": plain_module(model.get_nn_module()).state_dict(),
             "optimizer": model.optimizer.state_dict(),
             "scaler": model.scaler.state_dict() if hasattr(model, "scaler") else {},
             "scheduler": self.scheduler.scheduler.state_dict(),
@@ -341,7 +344,9 @@ def load_resume_state(fold_dir: Path, map_location: str | torch.device = "cpu") 
 
 def _restore(parts: FoldParts, saved: dict) -> int:
     model = parts.model
-    model.get_nn_module().load_state_dict(saved["nn_state_dict"])
+    plain_module(model.get_nn_module()).load_state_dict(
+        strip_compile_prefix(saved["nn_state_dict"])
+    )
     model.optimizer.load_state_dict(saved["optimizer"])
     if hasattr(model, "scaler") and saved.get("scaler"):
         model.scaler.load_state_dict(saved["scaler"])

@@ -5,6 +5,7 @@
     python demo.py --input song.ogg                 # a file at real-time pace
     python demo.py --input song.ogg --fast --headless
     python demo.py --experiment corr_noisy_007 --fold 0 --top 5
+    python demo.py --onnx corr_noisy_007.onnx       # ONNX Runtime (export_onnx.py)
     python demo.py --list-devices                   # then --audio-device ID_OR_NAME
 
 Every second, the last second of audio is turned into 64 log-mel frames, pushed into a rolling
@@ -39,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--model", type=Path, metavar="PATH", help="a checkpoint (model-EEE-S.pth)")
     model.add_argument("--experiment", metavar="NAME", help="a trained first-level experiment")
+    model.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="a network exported by export_onnx.py, run with ONNX Runtime instead of PyTorch",
+    )
     parser.add_argument(
         "--fold", type=int, metavar="K", help="its fold (default: its best-scoring fold)"
     )
@@ -146,9 +153,16 @@ def stream(args: argparse.Namespace, interactive: bool) -> int:
     from src.tools.live import LiveTagger, format_update
     from src.tools.tagging import model_classes
 
-    checkpoint = choose_checkpoint(args)
-    predictor = Predictor(checkpoint, args.device, batch_size=1, amp=args.amp)
-    classes = model_classes(predictor.model, checkpoint)
+    if args.onnx is not None:
+        from src.onnx_export import OnnxPredictor
+
+        checkpoint = args.onnx
+        predictor = OnnxPredictor(checkpoint, batch_size=1)
+        classes = predictor.classes
+    else:
+        checkpoint = choose_checkpoint(args)
+        predictor = Predictor(checkpoint, args.device, batch_size=1, amp=args.amp)
+        classes = model_classes(predictor.model, checkpoint)
     tagger = LiveTagger(predictor)
     window = f"{tagger.n_blocks} s = {tagger.window_frames} frames"
     print(f"model: {checkpoint} (window of {window})", file=sys.stderr)

@@ -5,6 +5,7 @@
     python tag_audio.py clips/ --experiment corr_noisy_007 --top 5 --csv tags.csv
     python tag_audio.py clips/ --ensemble --tiles-csv tiles.csv
     python tag_audio.py data/mine/test --experiment mine --score data/mine/test_labels.csv --plot .
+    python tag_audio.py clips/ --onnx corr_noisy_007.onnx        # ONNX Runtime, see export_onnx.py
 
 Any file librosa can decode (WAV, FLAC, OGG, MP3, ...), any sampling rate, mono or stereo, any
 length; folders are searched recursively. Each file is read as the pipeline reads clips (mono,
@@ -50,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--ensemble", action="store_true", help="the stacking ensemble (7 + 3 experiments)"
     )
+    source.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="a network exported by export_onnx.py, run with ONNX Runtime (CPU)",
+    )
     parser.add_argument("--top", type=int, default=3, metavar="K", help="classes printed per file")
     parser.add_argument(
         "--csv", type=Path, metavar="PATH", help="write every class probability per file"
@@ -93,6 +100,10 @@ def model_source(args: argparse.Namespace, device: str):
         experiment_source,
     )
 
+    if args.onnx is not None:
+        from src.onnx_export import onnx_source
+
+        return onnx_source(args.onnx, args.batch_size)
     experiments_dir = get_paths().experiments_dir
     if args.model is not None:
         return checkpoint_source(args.model, device, args.batch_size)

@@ -4,13 +4,15 @@ window) with the full-size AuxSkipAttention on the CPU, against the 1 s between 
     python bench/demo_latency.py                      # 2 threads, 30 updates, random weights
     python bench/demo_latency.py --checkpoint data/experiments/corr_noisy_007/fold_0/model-...pth
     python bench/demo_latency.py --threads 4 --blocks 60 --runs torch/off
+    python bench/demo_latency.py --runs torch/off,torch/onnx    # PyTorch vs ONNX Runtime
 
 Blocks of a real recording (the dog howling in ../shared/data/real-audio, or --audio FILE; a
 tone when neither exists) go through `LiveTagger` exactly as in demo.py. The first updates
 are warm-up (oneDNN builds its kernels on the first calls) and are not counted. Prints the
 median, 90th percentile and maximum of each part (wall-clock) and the update's share of the
 1 s budget (median / max); never asserts anything about timings. bf16 runs the model under
-CPU autocast (fast on CPUs with AVX512-BF16 or AMX, slow elsewhere).
+CPU autocast (fast on CPUs with AVX512-BF16 or AMX, slow elsewhere); onnx exports the same
+network with export_onnx.py and runs it in float32 with ONNX Runtime (`demo.py --onnx`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,22 @@ def full_size_predictor(checkpoint: Path | None, amp: str) -> Predictor:
     torch.manual_seed(0)  # random weights: the time does not depend on their values
     params = model_params(resolve("corr_noisy_007"), 80, "cpu", amp, False)
     return Predictor(FreesoundModel(params), "cpu", batch_size=1)
+
+
+def onnx_predictor(checkpoint: Path | None, threads: int):
+    """The same network exported by export_onnx.py, run by ONNX Runtime (float32)."""
+    import tempfile
+
+    from src.onnx_export import OnnxPredictor, export_checkpoint
+    from src.training import save_model_atomic
+
+    folder = Path(tempfile.mkdtemp(prefix="demo-latency-"))
+    if checkpoint is None:
+        checkpoint = folder / "model-000-0.000000.pth"
+        save_model_atomic(full_size_predictor(None, "off").model, checkpoint)
+    report = export_checkpoint(checkpoint, folder / "model.onnx")
+    print(f"onnx: exported and checked in {report.seconds:.1f} s")
+    return OnnxPredictor(report.path, batch_size=1, threads=threads)
 
 
 def recording(path: Path | None, seconds: int) -> tuple[np.ndarray, str]:
@@ -84,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio", type=Path, help="the recording to stream")
     parser.add_argument(
         "--runs",
-        default="torch/off,librosa/off,torch/bf16",
-        help="log-mel backend / model precision pairs (default: torch/off,librosa/off,torch/bf16)",
+        default="torch/off,librosa/off,torch/bf16,torch/onnx",
+        help="log-mel backend / model precision pairs; onnx: the network in float32 through "
+        "ONNX Runtime (default: torch/off,librosa/off,torch/bf16,torch/onnx)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'mel/precision':14} {'part':10} {'median':>7} {'p90':>7} {'max':>7} (ms)  of 1 s")
     for backend, amp in runs:
+        if amp == "onnx":
+            predictor = onnx_predictor(args.checkpoint, args.threads)
+            tagger = LiveTagger(predictor, extractor=make_extractor(backend))
+            measure(tagger, blocks, f"{backend}/onnx")
+            continue
         predictor = full_size_predictor(args.checkpoint, amp)
         if (backend, amp) == runs[0]:
             n_parameters = sum(p.numel() for p in predictor.model.nn_module.parameters())

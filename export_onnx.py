@@ -1,0 +1,51 @@
+"""Export the network of a checkpoint to ONNX, checked against PyTorch with ONNX Runtime.
+
+    python export_onnx.py data/experiments/corr_noisy_007/fold_0/model-072-0.886906.pth
+    python export_onnx.py CHECKPOINT --out corr_noisy_007.onnx
+
+The graph has a dynamic batch axis and outputs the probabilities `model.predict` gives (the
+sigmoid of the main head) in float32, for input tiles (B, 3, 128, crop) after the validation
+transform (stacking MLPs: (B, in_channels)). The classes and the crop are stored in the file,
+so `tag_audio.py --onnx FILE` and `demo.py --onnx FILE` run it without the checkpoint and
+without PyTorch doing the network's work. See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.cli import fail
+from src.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="model-EEE-S.pth")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="the .onnx to write (default: beside it)"
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
+    args = parser.parse_args(argv)
+    if not args.checkpoint.is_file():
+        return fail(ConfigError(f"{args.checkpoint}: checkpoint not found"))
+    from src.onnx_export import TOLERANCE, export_checkpoint
+
+    try:
+        report = export_checkpoint(args.checkpoint, args.out, args.opset)
+    except ConfigError as error:
+        return fail(error)
+    shape = ", ".join(map(str, report.input_shape))
+    print(
+        f"{report.path}: {report.architecture}, input (batch, {shape}), "
+        f"ONNX Runtime vs PyTorch max difference {report.max_difference:.1e} "
+        f"(<= {TOLERANCE:g}), {report.seconds:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""A checkpoint's network as ONNX, and predicting with it through ONNX Runtime (issue 12).
+
+`export_checkpoint` writes the network of a checkpoint (float32, eval mode) with a dynamic
+batch axis. The graph ends with the prediction transform, so it outputs what `model.predict`
+does: the sigmoid of the main head (CNNs: input (B, 3, n_mels, crop), the tile after the
+validation transform; stacking MLPs: input (B, in_channels)). The classes, the crop and the
+source checkpoint are stored in the file's metadata, so it runs without the checkpoint. After
+export the file is checked against PyTorch on random inputs of batch sizes 1 and 3.
+
+`OnnxPredictor` is `Predictor` with ONNX Runtime in place of PyTorch: the same tiles and the
+same validation transform in torch, then the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.config import AUDIO, ConfigError
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+TOLERANCE = 1e-4
+
+
+class Probabilities(nn.Module):
+    """The network followed by its prediction transform (sigmoid of the main output)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.network(x)
+        main = output if isinstance(output, torch.Tensor) else output[0]
+        return torch.sigmoid(main)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    architecture: str
+    input_shape: tuple[int, ...]
+    max_difference: float
+    seconds: float
+
+
+def _example_input(params: dict, batch: int) -> torch.Tensor:
+    kwargs = params["nn_module"][1]
+    if "in_channels" in kwargs:  # the stacking MLP
+        return torch.rand(batch, int(kwargs["in_channels"]))
+    crop = int(params.get("crop_size", 256))
+    return torch.randn(batch, 3, AUDIO.n_mels, crop)
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET
+) -> ExportReport:
+    """Write `out` (default: the checkpoint's path with .onnx) and check it with ONNX Runtime."""
+    import time
+
+    import onnx
+
+    from src.predictor import load_checkpoint
+    from src.tagging import checkpoint_classes
+    from src.utils import plain_module
+
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out is not None else checkpoint.with_suffix(".onnx")
+    model = load_checkpoint(checkpoint, "cpu", amp="off")
+    params = model.params
+    network = Probabilities(plain_module(model.get_nn_module())).eval()
+    num_classes = int(params["nn_module"][1]["num_classes"])
+    started = time.perf_counter()
+    example = _example_input(params, 2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with torch.no_grad(), warnings.catch_warnings():
+        # The LSTM warns that other batch sizes may fail: checked below with batch 1 and 3.
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*LSTM")
+        # The TorchScript-based exporter: no onnxscript needed, and LSTMs export as one node.
+        torch.onnx.export(
+            network,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    graph = onnx.load(str(tmp))
+    metadata = {
+        "architecture": params["nn_module"][0],
+        "classes": json.dumps(list(checkpoint_classes(checkpoint, num_classes))),
+        "crop_size": str(int(params.get("crop_size", 256))),
+        "source_checkpoint": checkpoint.name,
+    }
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp))
+    difference = max(
+        check_against_torch(tmp, network, _example_input(params, batch)) for batch in (1, 3)
+    )
+    os.replace(tmp, out)
+    return ExportReport(
+        out,
+        params["nn_module"][0],
+        tuple(example.shape[1:]),
+        difference,
+        time.perf_counter() - started,
+    )
+
+
+def check_against_torch(path: Path, network: nn.Module, x: torch.Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime and PyTorch on `x`; fails above
+    TOLERANCE."""
+    session = make_session(path)
+    with torch.no_grad():
+        expected = network(x).numpy()
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    difference = float(np.abs(got - expected).max())
+    if got.shape != expected.shape or not difference <= TOLERANCE:
+        Path(path).unlink(missing_ok=True)
+        raise ConfigError(
+            f"ONNX Runtime disagrees with PyTorch: shape {got.shape} vs {expected.shape}, "
+            f"max difference {difference:.2e} (tolerance {TOLERANCE:g})"
+        )
+    return difference
+
+
+def make_session(path: str | os.PathLike, threads: int | None = None):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    threads = threads if threads is not None else torch.get_num_threads()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+class OnnxPredictor:
+    """`Predictor` with an exported network: the same tiles, then ONNX Runtime (CPU)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        batch_size: int = 64,
+        tile_step: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: ONNX model not found")
+        self.path = path
+        self.session = make_session(path, threads)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if "crop_size" not in metadata or "classes" not in metadata:
+            raise ConfigError(f"{path}: not exported by export_onnx.py (no crop/classes metadata)")
+        self.classes = tuple(json.loads(metadata["classes"]))
+        self.architecture = metadata.get("architecture", "?")
+        self.device = torch.device("cpu")
+        self.tile = int(metadata["crop_size"])
+        self.step = int(tile_step or self.tile // 4)
+        self.batch_size = batch_size
+
+    def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
+        """One (n_tiles, n_classes) float32 array per spectrogram, as `Predictor` gives."""
+        from src.predictor import make_tiles, tiles_to_input
+
+        if not spectrograms:
+            return []
+        tiles = [
+            make_tiles(torch.from_numpy(np.array(s, dtype=np.float32)), self.tile, self.step)
+            for s in spectrograms
+        ]
+        counts = [len(t) for t in tiles]
+        flat = torch.cat(tiles)
+        outputs = []
+        for start in range(0, len(flat), self.batch_size):
+            batch = tiles_to_input(flat[start : start + self.batch_size]).numpy()
+            outputs.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
+        probabilities = np.concatenate(outputs).astype(np.float32, copy=False)
+        return np.split(probabilities, np.cumsum(counts)[:-1])
+
+    def predict_clip(self, spectrogram) -> np.ndarray:
+        return self.predict_tiles([spectrogram])[0].mean(axis=0)
+
+
+class OnnxBlend:
+    """tag_audio.py's model source for one exported network: clip = tile mean (as one
+    checkpoint with --model)."""
+
+    def __init__(self, path: str | os.PathLike, batch_size: int) -> None:
+        self.predictor = OnnxPredictor(path, batch_size)
+        self.classes = self.predictor.classes
+        self.tile, self.step = self.predictor.tile, self.predictor.step
+
+    def predict(self, spectrograms: Sequence[np.ndarray]):
+        from src.tagging import Tags
+
+        return [Tags(t.mean(axis=0), t) for t in self.predictor.predict_tiles(spectrograms)]
+
+
+def onnx_source(path: str | os.PathLike, batch_size: int):
+    from src.tagging import ModelSource
+
+    blend = OnnxBlend(path, batch_size)
+    description = f"ONNX model {path} ({blend.predictor.architecture}, ONNX Runtime)"
+    return ModelSource(description, blend.classes, blend)

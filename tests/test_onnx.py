@@ -1,0 +1,94 @@
+"""export_onnx.py, and tag_audio.py / demo.py with --onnx (ONNX Runtime instead of PyTorch)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tone, write_wav
+
+from src.argus_models import FreesoundModel
+from src.training import save_model_atomic
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from src.onnx_export import OnnxPredictor, export_checkpoint
+from src.predictor import Predictor
+
+
+def save_model(path, **model_kwargs) -> None:
+    params = {
+        "nn_module": ("AuxSkipAttention", {"num_classes": 80, **model_kwargs}),
+        "loss": ("BCEWithLogits", {}),
+        "optimizer": ("Adam", {"lr": 0.001}),
+        "device": "cpu",
+        "aux_weights": [1.0, 0.4, 0.2, 0.1],
+        "amp": "off",
+        "channels_last": False,
+        "crop_size": 64,
+    }
+    torch.manual_seed(0)
+    save_model_atomic(FreesoundModel(params), path)
+
+
+def test_full_size_aux_skip_attention_agrees_with_pytorch(tmp_path):
+    checkpoint = tmp_path / "model-001-0.500000.pth"
+    save_model(checkpoint, base_size=64, dropout=0.4, last_fc=4)  # corr_noisy_007's network
+    started = time.perf_counter()
+    report = export_checkpoint(checkpoint, tmp_path / "full.onnx")
+    print(f"full-size export + check: {time.perf_counter() - started:.1f} s")  # about 10 s
+    assert report.max_difference <= 1e-4
+    assert report.input_shape == (3, 128, 64)
+
+
+@pytest.fixture
+def small_export(tmp_path):
+    checkpoint = tmp_path / "model-001-0.500000.pth"
+    save_model(checkpoint, base_size=4)
+    return checkpoint, export_checkpoint(checkpoint, tmp_path / "small.onnx").path
+
+
+def test_onnx_predictor_tiles_as_predictor(small_export):
+    checkpoint, onnx_file = small_export
+    spectrogram = np.random.default_rng(0).normal(size=(128, 150)).astype(np.float32)
+    expected = Predictor(checkpoint, "cpu").predict_tiles([spectrogram])[0]
+    got = OnnxPredictor(onnx_file).predict_tiles([spectrogram])[0]
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_tag_audio_with_onnx_matches_the_checkpoint(small_export, tmp_path, capsys):
+    import tag_audio
+
+    checkpoint, onnx_file = small_export
+    clip = write_wav(tmp_path / "clip.wav", tone(2.5, 660))
+    assert (
+        tag_audio.main([str(clip), "--model", str(checkpoint), "--csv", str(tmp_path / "a.csv")])
+        == 0
+    )
+    assert (
+        tag_audio.main([str(clip), "--onnx", str(onnx_file), "--csv", str(tmp_path / "b.csv")]) == 0
+    )
+    assert "ONNX Runtime" in capsys.readouterr().err
+    torch_tags, onnx_tags = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert list(onnx_tags.columns) == list(torch_tags.columns)
+    np.testing.assert_allclose(
+        onnx_tags.iloc[:, 1:].to_numpy(), torch_tags.iloc[:, 1:].to_numpy(), atol=1e-5
+    )
+
+
+def test_demo_with_onnx_matches_the_checkpoint(small_export, tmp_path, capsys):
+    import demo
+
+    checkpoint, onnx_file = small_export
+    clip = write_wav(tmp_path / "clip.wav", tone(4.0, 440))
+    common = ["--input", str(clip), "--fast", "--headless", "--seconds", "3"]
+    assert demo.main(["--model", str(checkpoint), *common, "--dump", str(tmp_path / "a.npz")]) == 0
+    assert demo.main(["--onnx", str(onnx_file), *common, "--dump", str(tmp_path / "b.npz")]) == 0
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert (a["classes"] == b["classes"]).all() and len(a["probabilities"]) == 3
+    np.testing.assert_allclose(b["probabilities"], a["probabilities"], atol=1e-5)

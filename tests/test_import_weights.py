@@ -250,3 +250,15 @@ def test_stacking_predict_on_imported_weights(ensemble_data):
     sample = pd.read_csv(ensemble_data / "sample_submission.csv")
     assert list(submission.columns) == list(sample.columns)
     assert len(submission) == len(sample) == 3
+
+
+def test_package_weights_takes_the_imported_experiments(ensemble_data, tmp_path, monkeypatch):
+    import package_weights
+
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(ensemble_data))
+    out = tmp_path / "freesound-train.zip"
+    assert package_weights.main(["--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+    assert sum(name.endswith(".pth") for name in names) == 50  # 10 experiments x 5 folds
+    assert "experiments/corr_noisy_003/params.json" in names

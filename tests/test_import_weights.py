@@ -262,3 +262,19 @@ def test_package_weights_takes_the_imported_experiments(ensemble_data, tmp_path,
         names = archive.namelist()
     assert sum(name.endswith(".pth") for name in names) == 50  # 10 experiments x 5 folds
     assert "experiments/corr_noisy_003/params.json" in names
+
+
+def test_predict_folds_on_imported_weights(ensemble_data, tmp_path):
+    """Out-of-fold + test predictions of an imported experiment (the RNN one), after
+    make_folds.py, on a copy of the data directory."""
+    data = tmp_path / "data"
+    shutil.copytree(ensemble_data, data, symlinks=True)
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(data)}
+    subprocess.run(
+        [sys.executable, "make_folds.py"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+    )
+    result = run_script(data, "predict_folds.py", "--experiment", "corr_noisy_003")
+    assert result.returncode == 0, result.stderr
+    assert "corr_noisy_003: out-of-fold lwlrap" in result.stdout
+    probs = pd.read_csv(data / "predictions" / "corr_noisy_003" / "probs.csv")
+    assert list(probs.columns[1:]) == list(FAT2019_CLASSES) and len(probs) == 3

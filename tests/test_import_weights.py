@@ -79,7 +79,7 @@ def test_all_experiments_import(imported, manifest):
         # The checkpoint's widths, not the registry's (base_size 8/16 here, 64/512 there).
         assert params["config"]["model"]["params"]["base_size"] in (8, 16)
         assert (out / name / "fold_0" / "finished.json").is_file()
-    assert not list(out.glob(".*")), "staging folders left behind"
+    assert not list(out.parent.glob(".*")), "staging folders left behind"
 
 
 def test_imported_checkpoints_reproduce_the_original_logits(imported, manifest, original):
@@ -140,6 +140,27 @@ def test_renamed_key_fails_and_writes_nothing(original, tmp_path):
     assert "does not load" in result.error
     assert "rnn.gru.weight_ih_l0" in result.error and "lstm.rnn.weight_ih_l0" in result.error
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_interrupted_write_leaves_nothing(original, tmp_path, monkeypatch):
+    path = one_experiment(original, tmp_path, RNN_FOLD)
+    (path.parent.parent / "fold_1").mkdir()
+    (path.parent.parent / "fold_1" / path.name).symlink_to(path)
+    saves, real_save = [], torch.save
+
+    def failing_save(obj, file):
+        saves.append(file)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # killed while writing fold 1
+        real_save(obj, file)
+
+    monkeypatch.setattr("src.import_weights.torch.save", failing_save)
+    out = tmp_path / "experiments"
+    with pytest.raises(KeyboardInterrupt):
+        import_source(tmp_path / "src", out, VOCABULARY)
+    assert len(saves) == 2 and saves[0].parent.name == "fold_0"  # fold 0 had been written
+    assert not any(out.iterdir())
+    assert not list(tmp_path.glob(".import-*"))
 
 
 def test_unmappable_fcnet_key_and_class_count(original, tmp_path):

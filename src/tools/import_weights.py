@@ -358,7 +358,9 @@ def import_experiment(
     config, known = registry_config(experiment, first)
     model_name = ARCHITECTURES[first.network].model_name
     experiments_dir.mkdir(parents=True, exist_ok=True)
-    staging = experiments_dir / f".import-{experiment}-{os.getpid()}"
+    # Staged beside experiments/ (same file system, so the rename is atomic), never inside it:
+    # a killed import must not leave a folder there that looks like an experiment.
+    staging = experiments_dir.parent / f".import-{experiment}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for fold, item in folds.items():
@@ -393,7 +395,7 @@ def import_experiment(
         }
         write_json_atomic(record, staging / "params.json")
         if target.exists():
-            trash = experiments_dir / f".replaced-{experiment}-{os.getpid()}"
+            trash = experiments_dir.parent / f".replaced-{experiment}-{os.getpid()}"
             os.replace(target, trash)
             os.replace(staging, target)
             shutil.rmtree(trash, ignore_errors=True)

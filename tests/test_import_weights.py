@@ -24,8 +24,8 @@ from src.config import FAT2019_CLASSES, Vocabulary
 from src.prediction.tiling import load_checkpoint
 from src.runs import best_checkpoint
 from src.tools.import_weights import import_source
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ORIGINAL = Path(
     os.environ.get(
         "FREESOUND_ORIGINAL_CHECKPOINTS", REPO_ROOT.parent / "shared/data/original-checkpoints"
@@ -154,7 +154,7 @@ def test_interrupted_write_leaves_nothing(original, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # killed while writing fold 1
         real_save(obj, file)
 
-    monkeypatch.setattr("src.import_weights.torch.save", failing_save)
+    monkeypatch.setattr("src.tools.import_weights.torch.save", failing_save)
     out = tmp_path / "experiments"
     with pytest.raises(KeyboardInterrupt):
         import_source(tmp_path / "src", out, VOCABULARY)

@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tone, write_wav
 
-from src.argus_models import FreesoundModel
-from src.training import save_model_atomic
+from src.models.argus_models import FreesoundModel
+from src.training.loop import save_model_atomic
+from tests.helpers import tone, write_wav
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from src.onnx_export import OnnxPredictor, export_checkpoint
-from src.predictor import Predictor
+from src.prediction.tiling import Predictor
+from src.tools.onnx_export import OnnxPredictor, export_checkpoint
 
 
 def save_model(path, **model_kwargs) -> None:

@@ -30,6 +30,10 @@ from pathlib import Path
 import torch
 
 from src.config import ConfigError, Vocabulary
+from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
+from src.models import MODELS
+from src.models.fcnet import FCNet
+from src.models.losses import LOSSES
 from src.runs import CHECKPOINT_PATTERN
 from src.utils import write_json_atomic
 
@@ -83,9 +87,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def network_class(name: str) -> type[torch.nn.Module]:
-    from src.models import MODELS
-    from src.models.fcnet import FCNet
-
     return {**MODELS, "FCNet": FCNet}[name]
 
 
@@ -260,8 +261,6 @@ def convert(item: SourceFile, vocabulary: Vocabulary) -> Converted:
 def registry_config(experiment: str, converted: Converted) -> tuple[dict, bool]:
     """The registry's configuration for a known name (else the base of its kind), with the
     checkpoint's own model arguments. Returns (config, known)."""
-    from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
-
     kind = ARCHITECTURES[converted.network].kind
     known = experiment in EXPERIMENTS and EXPERIMENTS[experiment]["kind"] == kind
     if known:
@@ -290,8 +289,6 @@ def project_params(converted: Converted, config: dict) -> dict:
             "optimizer": (optimizer[0], dict(optimizer[1])),
             "device": "cpu",
         }
-    from src.models.losses import LOSSES
-
     loss = original.get("loss")
     if not (isinstance(loss, list | tuple) and len(loss) == 2 and loss[0] in LOSSES):
         loss = (config["loss"]["name"], config["loss"]["params"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.augment.deltas import stack_deltas
 from src.config import AUDIO, ConfigError
+from src.prediction.tiling import load_checkpoint, make_tiles
+from src.tools.tagging import ModelSource, Tags, checkpoint_classes
+from src.utils import plain_module
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -66,13 +71,7 @@ def export_checkpoint(
     checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET
 ) -> ExportReport:
     """Write `out` (default: the checkpoint's path with .onnx) and check it with ONNX Runtime."""
-    import time
-
-    import onnx
-
-    from src.predictor import load_checkpoint
-    from src.tagging import checkpoint_classes
-    from src.utils import plain_module
+    import onnx  # here, not at the top: only exporting needs it
 
     checkpoint = Path(checkpoint)
     out = Path(out) if out is not None else checkpoint.with_suffix(".onnx")
@@ -140,7 +139,7 @@ def check_against_torch(path: Path, network: nn.Module, x: torch.Tensor) -> floa
 
 
 def make_session(path: str | os.PathLike, threads: int | None = None):
-    import onnxruntime
+    import onnxruntime  # here, not at the top: the module loads without it
 
     options = onnxruntime.SessionOptions()
     threads = threads if threads is not None else torch.get_num_threads()
@@ -178,8 +177,6 @@ class OnnxPredictor:
 
     def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """One (n_tiles, n_classes) float32 array per spectrogram, as `Predictor` gives."""
-        from src.predictor import make_tiles, tiles_to_input
-
         if not spectrograms:
             return []
         tiles = [
@@ -190,13 +187,10 @@ class OnnxPredictor:
         flat = torch.cat(tiles)
         outputs = []
         for start in range(0, len(flat), self.batch_size):
-            batch = tiles_to_input(flat[start : start + self.batch_size]).numpy()
+            batch = stack_deltas(flat[start : start + self.batch_size]).numpy()
             outputs.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
         probabilities = np.concatenate(outputs).astype(np.float32, copy=False)
         return np.split(probabilities, np.cumsum(counts)[:-1])
-
-    def predict_clip(self, spectrogram) -> np.ndarray:
-        return self.predict_tiles([spectrogram])[0].mean(axis=0)
 
 
 class OnnxBlend:
@@ -209,14 +203,10 @@ class OnnxBlend:
         self.tile, self.step = self.predictor.tile, self.predictor.step
 
     def predict(self, spectrograms: Sequence[np.ndarray]):
-        from src.tagging import Tags
-
         return [Tags(t.mean(axis=0), t) for t in self.predictor.predict_tiles(spectrograms)]
 
 
 def onnx_source(path: str | os.PathLike, batch_size: int):
-    from src.tagging import ModelSource
-
     blend = OnnxBlend(path, batch_size)
     description = f"ONNX model {path} ({blend.predictor.architecture}, ONNX Runtime)"
     return ModelSource(description, blend.classes, blend)

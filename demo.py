@@ -154,7 +154,7 @@ def stream(args: argparse.Namespace, interactive: bool) -> int:
     from src.tools.tagging import model_classes
 
     if args.onnx is not None:
-        from src.onnx_export import OnnxPredictor
+        from src.tools.onnx_export import OnnxPredictor
 
         checkpoint = args.onnx
         predictor = OnnxPredictor(checkpoint, batch_size=1)

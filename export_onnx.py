@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         return fail(ConfigError(f"{args.checkpoint}: checkpoint not found"))
-    from src.onnx_export import TOLERANCE, export_checkpoint
+    from src.tools.onnx_export import TOLERANCE, export_checkpoint
 
     try:
         report = export_checkpoint(args.checkpoint, args.out, args.opset)

@@ -101,7 +101,7 @@ def model_source(args: argparse.Namespace, device: str):
     )
 
     if args.onnx is not None:
-        from src.onnx_export import onnx_source
+        from src.tools.onnx_export import onnx_source
 
         return onnx_source(args.onnx, args.batch_size)
     experiments_dir = get_paths().experiments_dir

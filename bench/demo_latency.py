@@ -54,8 +54,8 @@ def onnx_predictor(checkpoint: Path | None, threads: int):
     """The same network exported by export_onnx.py, run by ONNX Runtime (float32)."""
     import tempfile
 
-    from src.onnx_export import OnnxPredictor, export_checkpoint
-    from src.training import save_model_atomic
+    from src.tools.onnx_export import OnnxPredictor, export_checkpoint
+    from src.training.loop import save_model_atomic
 
     folder = Path(tempfile.mkdtemp(prefix="demo-latency-"))
     if checkpoint is None:

@@ -17,7 +17,8 @@ endif
 
 BIN := $(VENV)/bin
 
-.PHONY: all build stop run attach logs exec run-demo venv smoke test test-slow lint format demo
+.PHONY: all build stop run attach logs exec run-demo venv smoke test test-slow lint format demo \
+	gpu-wheels gpu-check-dry
 
 all: stop build run
 
@@ -81,3 +82,13 @@ format: venv
 
 demo: venv
 	$(BIN)/python demo.py $(DEMO_ARGS)
+
+# ---------------------------------------------------------------- the GPU check (bench/gpu_check.sh)
+
+# Wheels (CPython 3.12, manylinux x86-64) of every requirement the GPU image lacks -> .whl/
+gpu-wheels: venv
+	$(BIN)/python bench/gpu_wheels.py --dest .whl
+
+# The GPU check's steps on the CPU with tiny sizes (what the test suite runs).
+gpu-check-dry: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH bench/gpu_check.sh --dry-run --out data/gpu-check-dry

@@ -1,6 +1,6 @@
 """Predict with every fold model of an experiment (docs/original.md, "Out-of-fold and CV").
 
-    python predict_folds.py --experiment corr_noisy_007 [--device cuda]
+    python predict_folds.py --experiment corr_noisy_007 [--device cuda] [--folds 0]
 
 Writes <data>/predictions/<experiment>/: per fold the out-of-fold (tile step crop/4) and test
 predictions (<fname>.npy per clip, probs.csv of tile means), probs.csv (the geometric mean of
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.cli import add_prediction_arguments, default_device, fail, setup_logging
+from src.cli import add_prediction_arguments, default_device, fail, parse_folds, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.prediction.experiment import predict_experiment
 from src.prediction.tiling import set_prediction_amp
@@ -26,10 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--experiment", required=True)
     add_prediction_arguments(parser, fill_undecodable=True, amp=True)
+    parser.add_argument(
+        "--folds",
+        default=None,
+        help="comma-separated folds to predict (default: all; the blend and CV use these only)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     set_prediction_amp(args.amp)
     try:
+        folds = parse_folds(args.folds) if args.folds else None
         paths = get_paths()
         summary = predict_experiment(
             args.experiment,
@@ -39,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_size,
             progress=not args.no_progress,
             fill_missing=args.fill_undecodable,
+            folds=folds,
         )
     except ConfigError as error:
         return fail(error)

@@ -125,10 +125,12 @@ def predict_experiment(
     batch_size: int = 64,
     progress: bool = True,
     fill_missing: bool = False,
+    folds: Sequence[int] | None = None,
 ) -> dict:
-    """Out-of-fold and test predictions of every fold model, the fold blend, and the CV."""
+    """Out-of-fold and test predictions of every fold model (or of `folds` only), the fold
+    blend, and the CV (of the out-of-fold predictions made)."""
     experiment_dir = paths.experiment_dir(name)
-    checkpoints = fold_checkpoints(experiment_dir, name)
+    checkpoints = fold_checkpoints(experiment_dir, name, *([] if folds is None else [folds]))
     steps = tile_steps(experiment_config(experiment_dir))
     classes = list(vocabulary.classes)
     out = paths.prediction_dir(name)

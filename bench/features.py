@@ -12,19 +12,23 @@ not timed). Targets: torch >= 2x librosa per CPU core, >= 20x on a GPU.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 from common import REAL_AUDIO, best_time, table
 
-from src.data.audio import LibrosaLogMel, TorchLogMel, read_audio
+from src.data.audio import LibrosaLogMel, TorchLogMel, list_audio_files, read_audio
 
 
-def load_waves(limit_seconds: float) -> tuple[list[np.ndarray], str]:
-    files = (
-        sorted((REAL_AUDIO / "librosa-examples").glob("*.ogg"))
-        + sorted((REAL_AUDIO / "fsdd/recordings").glob("*.wav"))[::10]
-    )
+def load_waves(limit_seconds: float, folder: str | None = None) -> tuple[list[np.ndarray], str]:
+    if folder is not None:
+        files = list_audio_files(Path(folder))
+    else:
+        files = (
+            sorted((REAL_AUDIO / "librosa-examples").glob("*.ogg"))
+            + sorted((REAL_AUDIO / "fsdd/recordings").glob("*.wav"))[::10]
+        )
     waves, total = [], 0.0
     for path in files:
         wave = read_audio(path)
@@ -33,7 +37,7 @@ def load_waves(limit_seconds: float) -> tuple[list[np.ndarray], str]:
         if total >= limit_seconds:
             break
     if waves:
-        return waves, f"{len(waves)} real recordings"
+        return waves, f"{len(waves)} {'files of ' + folder if folder else 'real recordings'}"
     rng = np.random.default_rng(0)
     lengths = rng.uniform(0.5, 15.0, size=64)
     waves = [rng.normal(0, 0.1, int(s * 44100)).astype(np.float32) for s in lengths]
@@ -46,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=120.0, help="audio to process per run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--files", default=None, help="an audio folder to read instead")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per CPU path (best of)")
     args = parser.parse_args(argv)
-    waves, source = load_waves(args.seconds)
+    waves, source = load_waves(args.seconds, args.files)
     audio_seconds = sum(len(w) for w in waves) / 44100
     torch.set_num_threads(1)
     rows = []
 
-    def measure(name, extractor, device="cpu", repeat=3):
+    def measure(name, extractor, device="cpu", repeat=args.repeat):
         seconds = best_time(lambda: extractor(waves), device, repeat=repeat)
         rows.append(
             {"path": name, "device": device, "audio s per s": round(audio_seconds / seconds)}

@@ -36,9 +36,15 @@ GFLOP_PER_SAMPLE = 49.0  # forward + backward, input 3x128x256 (issue 8)
 
 
 def make_model(
-    device: str, amp: str, channels_last: bool, compile: bool, classes: int = 80
+    device: str,
+    amp: str,
+    channels_last: bool,
+    compile: bool,
+    classes: int = 80,
+    smoke: bool = False,
 ) -> FreesoundModel:
-    config = resolve("corr_noisy_007")
+    """corr_noisy_007's network at full size (or at smoke size: width 8, 64-frame crops)."""
+    config = resolve("corr_noisy_007", smoke=smoke)
     model = FreesoundModel(
         {
             "nn_module": (
@@ -51,7 +57,7 @@ def make_model(
             "aux_weights": config["aux_weights"],
             "amp": amp,
             "channels_last": channels_last,
-            "crop_size": 256,
+            "crop_size": config["crop_size"],
         }
     )
     if compile:
@@ -60,10 +66,17 @@ def make_model(
 
 
 def step_rate(
-    device: str, amp: str, batch: int, steps: int, channels_last: bool, compile: bool
+    device: str,
+    amp: str,
+    batch: int,
+    steps: int,
+    channels_last: bool,
+    compile: bool,
+    smoke: bool = False,
 ) -> float:
-    model = make_model(device, amp, channels_last, compile)
-    inputs = torch.randn(batch, 3, 128, 256, device=device)
+    model = make_model(device, amp, channels_last, compile, smoke=smoke)
+    crop = resolve("corr_noisy_007", smoke=smoke)["crop_size"]
+    inputs = torch.randn(batch, 3, 128, crop, device=device)
     target = (torch.rand(batch, 80, device=device) < 0.02).float()
     noisy = (torch.rand(batch, device=device) < 0.3).to(torch.uint8)
 
@@ -94,9 +107,9 @@ class FakeStore:
         return self.specs[fname]
 
 
-def faithful_clips() -> ClipDataset:
+def faithful_clips(smoke: bool = False) -> ClipDataset:
     """Fake clips with `corr_noisy_007`'s train transforms and mixer (the CPU path)."""
-    config = resolve("corr_noisy_007")
+    config = resolve("corr_noisy_007", smoke=smoke)
     store = FakeStore()
     targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
     return ClipDataset(
@@ -104,13 +117,13 @@ def faithful_clips() -> ClipDataset:
         store.fnames,
         targets,
         0,
-        get_transforms(True, 256, **config["transforms"]),
+        get_transforms(True, config["crop_size"], **config["transforms"]),
         get_mixer(config["mixer"]["prob"]),
     )
 
 
-def data_rates(samples: int, device: str, batch: int) -> dict[str, float]:
-    clips = faithful_clips()
+def data_rates(samples: int, device: str, batch: int, smoke: bool = False) -> dict[str, float]:
+    clips = faithful_clips(smoke)
     store = clips.store
     raw = RawWindowClips(clips)
     torch.set_num_threads(1)  # one loader worker = one core
@@ -142,6 +155,7 @@ def end_to_end_rate(
     steps: int,
     workers: int,
     channels_last: bool,
+    smoke: bool = False,
 ) -> float:
     """Samples per second of `steps` training steps fed by a real DataLoader, as
     `first_level.build_fold` builds it (after one warm-up pass that starts the workers)."""
@@ -149,7 +163,7 @@ def end_to_end_rate(
 
     from src.training.datasets import EpochSampler, ProbabilityMix
 
-    clips = faithful_clips()
+    clips = faithful_clips(smoke)
     size = batch * steps
     train_set = ProbabilityMix(
         [RawWindowClips(clips) if augment_on == "gpu" else clips], [1.0], size, seed=0
@@ -163,7 +177,7 @@ def end_to_end_rate(
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
     )
-    model = make_model(device, amp, channels_last, False)
+    model = make_model(device, amp, channels_last, False, smoke=smoke)
     if augment_on == "gpu":
         model.batch_transform = augment_batch
 
@@ -187,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--data-samples", type=int, default=300)
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smoke-size network and crops (width 8, 64 frames): a quick check of the "
+        "script, no FLOP figures",
+    )
+    parser.add_argument(
         "--workers", type=int, default=16 if cuda else 1, help="loader workers, end to end"
     )
     args = parser.parse_args(argv)
@@ -196,15 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.set_num_threads(args.threads)
     hardware = describe_hardware(args.device)
-    print(f"{hardware}; batch {args.batch}, input 3x128x256, {GFLOP_PER_SAMPLE} GFLOP/sample")
+    crop = resolve("corr_noisy_007", smoke=args.smoke)["crop_size"]
+    gflop = None if args.smoke else GFLOP_PER_SAMPLE
+    print(f"{hardware}; batch {args.batch}, input 3x128x{crop}, {gflop or 'n/a'} GFLOP/sample")
 
     modes = ["off", "bf16"] + (["fp16"] if on_gpu else [])
     rows, baseline = [], None
     peak = bf16_peak(args.device)
     for amp in modes:
-        rate = step_rate(args.device, amp, args.batch, args.steps, args.channels_last, args.compile)
+        rate = step_rate(
+            args.device, amp, args.batch, args.steps, args.channels_last, args.compile, args.smoke
+        )
         baseline = baseline or rate
-        tflops = rate * GFLOP_PER_SAMPLE / 1000
+        tflops = rate * gflop / 1000 if gflop else None
         rows.append(
             {
                 "step": " ".join(
@@ -214,13 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "samples/s": f"{rate:.1f}",
                 "vs fp32": f"{rate / baseline:.2f}x",
-                "TFLOP/s": f"{tflops:.2f}",
-                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak else "n/a",
+                "TFLOP/s": f"{tflops:.2f}" if tflops else "n/a",
+                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak and tflops else "n/a",
             }
         )
     print(table(rows, ["step", "samples/s", "vs fp32", "TFLOP/s", "share of bf16 peak"]))
 
-    rates = data_rates(args.data_samples, args.device, 128)
+    rates = data_rates(args.data_samples, args.device, 128, args.smoke)
     base = next(iter(rates.values()))
     data_rows = [
         {"data path": k, "samples/s": f"{v:.0f}", "vs CPU path": f"{v / base:.2f}x"}
@@ -238,16 +262,17 @@ def main(argv: list[str] | None = None) -> int:
             args.steps,
             args.workers,
             args.channels_last,
+            args.smoke,
         )
         e2e_base = e2e_base or rate
-        tflops = rate * GFLOP_PER_SAMPLE / 1000
+        tflops = rate * gflop / 1000 if gflop else None
         e2e_rows.append(
             {
                 "end to end": f"{'fp32' if amp == 'off' else amp}, {augment_on} augmentation",
                 "samples/s": f"{rate:.1f}",
                 "vs faithful": f"{rate / e2e_base:.2f}x",
-                "TFLOP/s": f"{tflops:.2f}",
-                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak else "n/a",
+                "TFLOP/s": f"{tflops:.2f}" if tflops else "n/a",
+                "share of bf16 peak": f"{100 * tflops / peak:.1f}%" if peak and tflops else "n/a",
             }
         )
     print(f"end to end: {args.workers} loader worker(s), {args.steps} steps of {args.batch}")

@@ -147,7 +147,8 @@ class SampleCounter(Callback):
         self.count = 0
 
     def iteration_complete(self, state: State) -> None:
-        self.count += len(state.batch[0])
+        # The target: batch[0] of the GPU augmentation path is a tuple of raw-window fields.
+        self.count += len(state.batch[1])
 
     def epoch_complete(self, state: State) -> None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -1,0 +1,135 @@
+"""Two steps of bench/gpu_check.sh that no pipeline script does on its own.
+
+    python bench/gpu_steps.py stores --json OUT.json [--device cuda] [--workers 16]
+    python bench/gpu_steps.py estimate --json OUT.json [--device cuda] [--experiment E --fold K]
+
+`stores` builds the curated, noisy and test spectrogram stores of the data directory with the
+torch log-mel on `--device` (the stores training then reads), timing each set, then builds the
+curated store twice more into scratch folders, with the torch log-mel on `--device` and with
+librosa: the same files and decoding workers, both warm, so the ratio is the store build's
+(decoding included).
+
+`estimate` is the stacking kernel's time estimate (src.kernel_estimate) with the fold model
+trained by the check standing in for one fold of each of the seven first-level experiments:
+it times the first test clips (spectrograms, one pass per experiment) and scales to a test
+set of `--clips` clips of `--mean-seconds` seconds (about FAT2019's private test set) with
+5 folds per experiment, as a kernel on this machine would run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+started_imports = time.perf_counter()
+import soundfile  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.cache import Extraction, get_store  # noqa: E402
+from src.config import get_paths  # noqa: E402
+from src.datasets import curated_store, find_test_files, noisy_store, test_store  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - started_imports
+
+
+def audio_seconds(files) -> float:
+    return float(sum(soundfile.info(str(f)).duration for f in files))
+
+
+def stores(args: argparse.Namespace) -> dict:
+    paths = get_paths()
+    shutil.rmtree(paths.cache_dir, ignore_errors=True)  # time a real build, also on a rerun
+    extraction = Extraction(backend="torch", device=args.device, workers=args.workers)
+    result = {"device": args.device, "workers": args.workers, "sets": {}}
+    folders = {"curated": paths.train_curated_dir, "noisy": paths.train_noisy_dir}
+    for name, factory in (("curated", curated_store), ("noisy", noisy_store), ("test", test_store)):
+        start = time.perf_counter()
+        store = factory(paths, extraction)
+        seconds = time.perf_counter() - start
+        files = [folders.get(name, paths.test_dir) / f for f in store.fnames]
+        result["sets"][name] = {
+            "clips": len(store),
+            "seconds": round(seconds, 3),
+            "audio_seconds": round(audio_seconds(files), 1),
+        }
+    # The comparison: the curated files once more into scratch folders, both paths warm
+    # (the CUDA context, FFT plans and librosa's compiled functions exist by now).
+    curated = [paths.train_curated_dir / f for f in curated_store(paths).fnames]
+    for backend, device in (("torch", args.device), ("librosa", "cpu")):
+        scratch = paths.save_dir / f"cache-{backend}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        extraction = Extraction(backend=backend, device=device, workers=args.workers)
+        start = time.perf_counter()
+        get_store("curated", curated, scratch, extraction, progress=False)
+        result[f"{backend}_curated_seconds"] = round(time.perf_counter() - start, 3)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def estimate(args: argparse.Namespace) -> dict:
+    from src.experiments import FIRST_LEVEL, tile_steps
+    from src.kernel_estimate import SAMPLE_CLIPS, extrapolate, measure, report_lines
+    from src.prediction import experiment_config, fold_checkpoints
+
+    paths = get_paths()
+    experiment_dir = paths.experiment_dir(args.experiment)
+    checkpoint = fold_checkpoints(experiment_dir, args.experiment, [args.fold])[args.fold]
+    step = tile_steps(experiment_config(experiment_dir))["stacking_test"]
+    files = find_test_files(paths)[:SAMPLE_CLIPS]
+    sample = measure(files, {name: (checkpoint, step) for name in FIRST_LEVEL}, args.device, 64)
+    sample_seconds = audio_seconds(files[: sample.clips])
+    total_bytes = int(sample.audio_bytes / sample_seconds * args.clips * args.mean_seconds)
+    result = extrapolate(
+        sample,
+        total_clips=args.clips,
+        total_bytes=total_bytes,
+        folds=5,
+        scripts=1,  # the stacking kernel runs stacking_predict.py
+        startup_seconds=IMPORT_SECONDS,
+        workers=os.cpu_count() or 1,
+        elapsed=0.0,
+    )
+    lines = report_lines(result)
+    print("\n".join(lines))
+    return {
+        "device": args.device,
+        "sample_clips": sample.clips,
+        "sample_audio_seconds": round(sample_seconds, 1),
+        "experiments": len(FIRST_LEVEL),
+        "clips": args.clips,
+        "mean_seconds": args.mean_seconds,
+        "spectrograms_s": round(result.spectrograms, 1),
+        "models_s": round(result.models, 1),
+        "startup_s": round(result.startup, 1),
+        "total_minutes": round(result.total / 60, 2),
+        "lines": lines,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["stores", "estimate"])
+    parser.add_argument("--json", required=True, help="where to write the figures")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--experiment", default="corr_noisy_007")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--clips", type=int, default=3400, help="test clips to estimate for")
+    parser.add_argument("--mean-seconds", type=float, default=7.8, help="their mean length")
+    args = parser.parse_args(argv)
+    result = stores(args) if args.command == "stores" else estimate(args)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,12 @@
-"""Two steps of bench/gpu_check.sh that no pipeline script does on its own.
+"""The steps of bench/gpu_check.sh that no pipeline script does on its own.
 
+    python bench/gpu_steps.py warm
     python bench/gpu_steps.py stores --json OUT.json [--device cuda] [--workers 16]
     python bench/gpu_steps.py estimate --json OUT.json [--device cuda] [--experiment E --fold K]
+
+`warm` imports every project module and decodes and turns into log-mel (librosa) one
+generated clip: librosa's numba functions are compiled once and cached next to the freshly
+installed wheels (about a minute of one core), not again in every worker of the timed steps.
 
 `stores` builds the curated, noisy and test spectrogram stores of the data directory with the
 torch log-mel on `--device` (the stores training then reads), timing each set, then builds the
@@ -40,6 +45,38 @@ IMPORT_SECONDS = time.perf_counter() - started_imports
 
 def audio_seconds(files) -> float:
     return float(sum(soundfile.info(str(f)).duration for f in files))
+
+
+def warm(args: argparse.Namespace) -> dict:
+    import importlib
+    import tempfile
+
+    import argus
+    import librosa
+    import numpy as np
+
+    from src.audio import LibrosaLogMel, read_audio
+
+    root = Path(__file__).resolve().parents[1]
+    modules = sorted(
+        ".".join(p.with_suffix("").relative_to(root).parts).removesuffix(".__init__")
+        for p in root.glob("src/**/*.py")
+    )
+    for name in modules:
+        importlib.import_module(name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tone.wav"
+        tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)
+        soundfile.write(path, np.concatenate([np.zeros(22050), tone]).astype(np.float32), 44100)
+        spec = LibrosaLogMel()([read_audio(path)])[0]
+    return {
+        "modules": len(modules),
+        "torch": torch.__version__,
+        "librosa": librosa.__version__,
+        "argus": argus.__version__,
+        "soundfile": soundfile.__version__,
+        "spectrogram": list(spec.shape),
+    }
 
 
 def stores(args: argparse.Namespace) -> dict:
@@ -116,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["stores", "estimate"])
-    parser.add_argument("--json", required=True, help="where to write the figures")
+    parser.add_argument("command", choices=["warm", "stores", "estimate"])
+    parser.add_argument("--json", default=None, help="where to write the figures")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--experiment", default="corr_noisy_007")
@@ -125,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=3400, help="test clips to estimate for")
     parser.add_argument("--mean-seconds", type=float, default=7.8, help="their mean length")
     args = parser.parse_args(argv)
-    result = stores(args) if args.command == "stores" else estimate(args)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    result = {"warm": warm, "stores": stores, "estimate": estimate}[args.command](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -25,7 +25,7 @@
 # reported with its error and the next one runs. Exit status 0 only when every step passed.
 # PYTHON (default python3) is the interpreter; each step's output is in OUT/logs/STEP.log.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 OUT=data/gpu-check
 DRY=0

@@ -18,7 +18,7 @@
 #   c) train_step       bench/train_step.py: step only per precision, data path per worker
 #   d) predict_folds    predict_folds.py --folds 0 (out-of-fold + test tiles)
 #      predict_bench    bench/predict.py: tiles/s and the whole ensemble on 3,400 clips
-#      kernel_estimate  the stacking kernel's Kaggle time estimate (src/kernel_estimate.py)
+#      kernel_estimate  the stacking kernel's Kaggle time estimate (src/kaggle/estimate.py)
 #   b) train_compiled   train_fast + --compile, with the time left
 #   e) report           gpu_report.md + gpu_report.json in --out, the short table printed last
 # Each step runs under `timeout` (its own cap, never past the budget); a failed step is
@@ -58,7 +58,7 @@ if [ "$DRY" = 1 ]; then
     WORKERS=0
     SYNTH=(--classes 8 --curated-per-class 3 --noisy-per-class 1 --test 4 --min-seconds 0.5
            --max-seconds 1.5)
-    TRAIN=(--smoke --epoch-size 64 --device cpu --workers 0)
+    TRAIN=(--smoke --set epoch_size=64 --device cpu --workers 0)
     BENCH_TRAIN=(--smoke --device cpu --batch 2 --steps 1 --data-samples 8 --workers 0 --threads 1)
     FEATURES=(--seconds 5 --repeat 1)
     PREDICT_BENCH=(--smoke --device cpu --clips 2 --seconds 1 --batch 8 --threads 1)

@@ -14,7 +14,7 @@ curated store twice more into scratch folders, with the torch log-mel on `--devi
 librosa: the same files and decoding workers, both warm, so the ratio is the store build's
 (decoding included).
 
-`estimate` is the stacking kernel's time estimate (src.kernel_estimate) with the fold model
+`estimate` is the stacking kernel's time estimate (src.kaggle.estimate) with the fold model
 trained by the check standing in for one fold of each of the seven first-level experiments:
 it times the first test clips (spectrograms, one pass per experiment) and scales to a test
 set of `--clips` clips of `--mean-seconds` seconds (about FAT2019's private test set) with
@@ -36,9 +36,15 @@ import soundfile  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src.cache import Extraction, get_store  # noqa: E402
 from src.config import get_paths  # noqa: E402
-from src.datasets import curated_store, find_test_files, noisy_store, test_store  # noqa: E402
+from src.data.store import (  # noqa: E402
+    Extraction,
+    curated_store,
+    find_test_files,
+    get_store,
+    noisy_store,
+    test_store,
+)
 
 IMPORT_SECONDS = time.perf_counter() - started_imports
 
@@ -55,7 +61,7 @@ def warm(args: argparse.Namespace) -> dict:
     import librosa
     import numpy as np
 
-    from src.audio import LibrosaLogMel, read_audio
+    from src.data.audio import LibrosaLogMel, read_audio
 
     root = Path(__file__).resolve().parents[1]
     modules = sorted(
@@ -111,8 +117,8 @@ def stores(args: argparse.Namespace) -> dict:
 
 def estimate(args: argparse.Namespace) -> dict:
     from src.experiments import FIRST_LEVEL, tile_steps
-    from src.kernel_estimate import SAMPLE_CLIPS, extrapolate, measure, report_lines
-    from src.prediction import experiment_config, fold_checkpoints
+    from src.kaggle.estimate import SAMPLE_CLIPS, extrapolate, measure, report_lines
+    from src.runs import experiment_config, fold_checkpoints
 
     paths = get_paths()
     experiment_dir = paths.experiment_dir(args.experiment)

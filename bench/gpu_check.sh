@@ -16,7 +16,7 @@
 #                       fp32 + numpy augmentation in the loader workers (the baseline)
 #      train_fast       the same with --amp bf16 --channels-last --augment-on gpu
 #   c) train_step       bench/train_step.py: step only per precision, data path per worker
-#   d) predict_folds    predict_folds.py --folds 0 (out-of-fold + test tiles)
+#   d) predict_folds    predict_folds.py --folds 0 --amp bf16 (out-of-fold + test tiles)
 #      predict_bench    bench/predict.py: tiles/s and the whole ensemble on 3,400 clips
 #      kernel_estimate  the stacking kernel's Kaggle time estimate (src/kaggle/estimate.py)
 #   b) train_compiled   train_fast + --compile, with the time left
@@ -62,6 +62,7 @@ if [ "$DRY" = 1 ]; then
     BENCH_TRAIN=(--smoke --device cpu --batch 2 --steps 1 --data-samples 8 --workers 0 --threads 1)
     FEATURES=(--seconds 5 --repeat 1)
     PREDICT_BENCH=(--smoke --device cpu --clips 2 --seconds 1 --batch 8 --threads 1)
+    PREDICT_AMP=(--amp off)
     STORE_WORKERS=1
     export OMP_NUM_THREADS=1
 else
@@ -74,6 +75,7 @@ else
     BENCH_TRAIN=(--device cuda --channels-last --batch 128 --steps 20 --workers "$WORKERS")
     FEATURES=(--seconds 600 --device cuda)
     PREDICT_BENCH=(--device cuda)
+    PREDICT_AMP=(--amp bf16)
     STORE_WORKERS="$WORKERS"
 fi
 STARTED=$(date +%s)
@@ -160,7 +162,7 @@ FAST_OK=$?
 run_step train_step 90 "$PY" bench/train_step.py "${BENCH_TRAIN[@]}"
 # d) prediction and the Kaggle estimate (with the fast run's fold 0 model)
 run_step predict_folds 45 "$PY" predict_folds.py --experiment "$EXPERIMENT" --folds 0 \
-    --device "$DEVICE" --batch-size 128 --no-progress
+    --device "$DEVICE" --batch-size 128 --no-progress "${PREDICT_AMP[@]}"
 run_step predict_bench 45 "$PY" bench/predict.py "${PREDICT_BENCH[@]}"
 run_step kernel_estimate 45 "$PY" bench/gpu_steps.py estimate --json "$OUT/kernel_estimate.json" \
     --device "$DEVICE"

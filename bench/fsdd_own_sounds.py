@@ -17,7 +17,6 @@ Target (issue 13): >= 0.9 test lwlrap with one fold in <= 10 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -29,6 +28,10 @@ from pathlib import Path
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from src.runs import fold_dir, read_finished  # noqa: E402
+
 FSDD = REPO_ROOT.parent / "shared/data/real-audio/fsdd"
 EXPERIMENT = "corr_noisy_007"
 
@@ -106,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         score = ["--score", str(data / "test_labels.csv"), "--device", "cpu", "--no-progress"]
         for fold in [int(f) for f in folds.split(",")]:
-            finished = json.loads((experiment / f"fold_{fold}" / "finished.json").read_text())
-            checkpoint = experiment / f"fold_{fold}" / finished["best_checkpoint"]
+            finished = read_finished(fold_dir(experiment, fold))
+            checkpoint = fold_dir(experiment, fold) / finished["best_checkpoint"]
             out, seconds = run(
                 ["tag_audio.py", str(data / "test"), "--model", str(checkpoint), *score],
                 env, "tag_audio.py --model")  # fmt: skip

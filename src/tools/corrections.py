@@ -26,7 +26,7 @@ from src.models.metrics import per_clip_lwlrap
 from src.prediction.experiment import predict_set_cached, present
 from src.prediction.tables import gmean_frames
 from src.prediction.tiling import Predictor
-from src.runs import experiment_config, fold_checkpoints, read_oof
+from src.runs import PROBS_FILE, experiment_config, fold_checkpoints, fold_dir, read_oof
 from src.utils import write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def predict_noisy(
                     predictor,
                     store,
                     fnames,
-                    root / name / f"fold_{fold}",
+                    fold_dir(root / name, fold),
                     classes,
                     checkpoint,
                     f"{name} fold {fold}",
@@ -306,7 +306,7 @@ def predict_noisy(
                 )
             )
     blend = gmean_frames(frames)
-    write_csv_atomic(blend, root / "probs.csv")
+    write_csv_atomic(blend, root / PROBS_FILE)
     return blend
 
 

@@ -34,7 +34,7 @@ from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
 from src.models import MODELS
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES
-from src.runs import CHECKPOINT_PATTERN
+from src.runs import CHECKPOINT_GLOB, CHECKPOINT_PATTERN, FINISHED_FILE, PARAMS_FILE
 from src.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def find_checkpoints(source: Path) -> dict[str, list[SourceFile]]:
                     SourceFile(experiment, int(fold), name, f"{source}:{member}", reader(member))
                 )
     elif source.is_dir():
-        for path in sorted(source.rglob("fold_*/model-*.pth")):
+        for path in sorted(source.rglob(f"fold_*/{CHECKPOINT_GLOB}")):
             match = _FOLD_PATH.search(path.as_posix())
             if match:
                 experiment, fold, name = match.groups()
@@ -373,7 +373,7 @@ def import_experiment(
             finished = {"imported_from": item.where, "best_checkpoint": item.name}
             if match:
                 finished["best_val_lwlrap"] = float(match.group(2))
-            write_json_atomic(finished, fold_dir / "finished.json")
+            write_json_atomic(finished, fold_dir / FINISHED_FILE)
         original = first.original_params
         record = {
             "config": config,
@@ -390,7 +390,7 @@ def import_experiment(
             # The original's training precision (apex O2), recorded; prediction ignores it.
             "runtime": {"training_amp": jsonable(original.get("amp", "off"))},
         }
-        write_json_atomic(record, staging / "params.json")
+        write_json_atomic(record, staging / PARAMS_FILE)
         if target.exists():
             trash = experiments_dir.parent / f".replaced-{experiment}-{os.getpid()}"
             os.replace(target, trash)

@@ -203,3 +203,15 @@ def test_a_reworded_provenance_note_does_not_make_another_run(tmp_path):
     changed["config"]["max_epochs"] += 1
     with pytest.raises(ExperimentExistsError, match="different config"):
         prepare_experiment_dir(folder, changed, force=False)
+
+
+def test_epoch_lines_go_to_the_log_file_unless_verbose(tiny_data, capfd):
+    args = [*ARGS, "--experiment", "corr_noisy_007", "--max-epochs", "1"]
+    assert train_command(args, "", kind="cnn") == 0
+    out = capfd.readouterr().out
+    log_txt = (get_paths().experiment_dir("corr_noisy_007") / "fold_0" / "log.txt").read_text()
+    assert "val - epoch: 0" in log_txt and "val_lwlrap" in log_txt
+    assert "val - epoch" not in out and "Model saved" not in out
+    assert "corr_noisy_007 fold 0: " in out  # the summary stays
+    assert train_command([*args, "--force", "--verbose"], "", kind="cnn") == 0
+    assert "val - epoch: 0" in capfd.readouterr().out

@@ -53,6 +53,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every epoch's metrics and checkpoint moves (default: only in each fold's "
+        "log.txt; the console shows a bar per fold and the summaries)",
+    )
+    parser.add_argument(
         "--gpus",
         default=None,
         help="train different folds on these devices at once, e.g. 0,1,2,3 (cuda:N) or cpu,cpu",
@@ -172,11 +178,13 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         if args.gpus:
             parallel = partial(builder, config, corrections, options)
             devices = parse_devices(args.gpus)
-            results = train_folds_parallel(experiment_dir, folds, parallel, schedule, name, devices)
+            results = train_folds_parallel(
+                experiment_dir, folds, parallel, schedule, name, devices, args.verbose
+            )
         else:
             local = partial(build, data, options=options)
             results = train_folds(
-                experiment_dir, folds, local, schedule, name, not args.no_progress
+                experiment_dir, folds, local, schedule, name, not args.no_progress, args.verbose
             )
     except (ConfigError, RuntimeError) as error:
         return fail(error)

@@ -15,7 +15,7 @@ import torch
 
 from src.config import ConfigError
 from src.runs import fold_dir, fold_finished, read_finished
-from src.training.loop import FoldParts, Schedule, run_fold
+from src.training.loop import MONITOR, FoldParts, Schedule, run_fold
 from src.utils import setup_logging
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class _PrefixedStream:
 
 
 def _fold_worker(
-    device, threads, make_builder, experiment_dir, schedule, name, tasks, results
+    device, threads, make_builder, experiment_dir, schedule, name, tasks, results, verbose
 ) -> None:
     import queue
     import sys
@@ -57,14 +57,24 @@ def _fold_worker(
         except queue.Empty:
             return
         try:
+            log.info("%s fold %d: training on %s", name, fold, device)
             result = run_fold(
                 build(fold),
                 fold_dir(experiment_dir, fold),
                 schedule,
                 f"{name} fold {fold}",
                 progress=False,
+                verbose=verbose,
             )
             result["device"] = device
+            log.info(
+                "%s fold %d: best %s %s (%s s)",
+                name,
+                fold,
+                MONITOR,
+                result.get("best_val_lwlrap"),
+                result.get("seconds"),
+            )
         except Exception as error:  # reported by the parent; the other folds go on
             log.exception("%s fold %d failed on %s", name, fold, device)
             result = {"error": f"{type(error).__name__}: {error}", "device": device}
@@ -78,6 +88,7 @@ def train_folds_parallel(
     schedule: Schedule,
     name: str,
     devices: Sequence[str],
+    verbose: bool = False,
 ) -> dict[int, dict]:
     """Train folds on several devices at once: each device's process takes the next unfinished
     fold from a shared queue until none is left, so every fold is trained exactly once.
@@ -98,7 +109,17 @@ def train_folds_parallel(
     workers = [
         context.Process(
             target=_fold_worker,
-            args=(device, threads, make_builder, experiment_dir, schedule, name, tasks, results),
+            args=(
+                device,
+                threads,
+                make_builder,
+                experiment_dir,
+                schedule,
+                name,
+                tasks,
+                results,
+                verbose,
+            ),
         )
         for device in devices[: max(1, len(pending))]
     ]

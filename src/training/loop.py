@@ -23,7 +23,8 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +184,50 @@ class ProgressBar(Callback):
     def catch_exception(self, state: State) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class FoldProgress(Callback):
+    """One bar per fold over its epochs, with the latest and the best validation lwlrap: what
+    the console shows of a fold while the per-epoch lines go to its log.txt."""
+
+    def __init__(self, description: str, start_epoch: int, max_epochs: int) -> None:
+        self.bar = tqdm(
+            total=max_epochs, initial=start_epoch, desc=description, unit="epoch", leave=True
+        )
+        self.best = float("-inf")
+
+    def epoch_complete(self, state: State) -> None:
+        score = state.metrics.get(MONITOR)
+        if score is not None:
+            self.best = max(self.best, float(score))
+            self.bar.set_postfix_str(f"{MONITOR} {score:.4f}, best {self.best:.4f}", refresh=False)
+        self.bar.update(1)
+
+    def complete(self, state: State) -> None:
+        self.bar.close()
+
+    def catch_exception(self, state: State) -> None:
+        self.bar.close()
+
+
+@contextmanager
+def epoch_lines_to_log_only(model, verbose: bool) -> Iterator[None]:
+    """argus prints every epoch's metrics and checkpoint moves to stdout; unless `verbose`,
+    they go to the fold's log.txt only (LoggingToFile adds its own handler to that logger)."""
+    consoles = [
+        h
+        for h in model.logger.handlers
+        if type(h) is logging.StreamHandler  # not files
+    ]
+    levels = [h.level for h in consoles]
+    if not verbose:
+        for handler in consoles:
+            handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler, level in zip(consoles, levels):
+            handler.setLevel(level)
 
 
 class TrainingCurves(Callback):
@@ -358,7 +403,12 @@ def _restore(parts: FoldParts, saved: dict) -> int:
 
 
 def run_fold(
-    parts: FoldParts, fold_dir: Path, schedule: Schedule, description: str, progress: bool = True
+    parts: FoldParts,
+    fold_dir: Path,
+    schedule: Schedule,
+    description: str,
+    progress: bool = True,
+    verbose: bool = False,
 ) -> dict:
     """Train one fold until early stopping or the epoch cap, resuming if it was interrupted."""
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -400,6 +450,7 @@ def run_fold(
             TrainingCurves(csv_path, fold_dir / "curves.png", description),
         ]
         if progress:
+            callbacks.append(FoldProgress(description, start_epoch, schedule.max_epochs))
             callbacks.append(ProgressBar(description, len(parts.train_loader)))
     callbacks += parts.extra_callbacks
     callbacks.append(
@@ -410,15 +461,16 @@ def run_fold(
 
     started = time.time()
     if start_epoch < schedule.max_epochs:
-        _fit(
-            model,
-            parts.train_loader,
-            parts.val_loader,
-            start_epoch,
-            schedule.max_epochs,
-            parts.metrics,
-            callbacks,
-        )
+        with epoch_lines_to_log_only(model, verbose):
+            _fit(
+                model,
+                parts.train_loader,
+                parts.val_loader,
+                start_epoch,
+                schedule.max_epochs,
+                parts.metrics,
+                callbacks,
+            )
     result = {"seconds": round(time.time() - started, 1)}
     best = best_checkpoint(fold_dir)
     if best is not None:
@@ -474,6 +526,7 @@ def train_folds(
     schedule: Schedule,
     name: str,
     progress: bool = True,
+    verbose: bool = False,
 ) -> dict[int, dict]:
     """Train the given folds in turn, skipping finished ones; returns each fold's summary."""
     results = {}
@@ -490,7 +543,7 @@ def train_folds(
             continue
         parts = build(fold)
         results[fold] = run_fold(
-            parts, folder, schedule, f"{name} fold {fold}", progress and parts.is_main
+            parts, folder, schedule, f"{name} fold {fold}", progress and parts.is_main, verbose
         )
         log.info("%s fold %d: best val_lwlrap %s", name, fold, results[fold].get("best_val_lwlrap"))
         barrier()  # under torchrun, rank 0 has written the fold's files before anyone goes on

@@ -1,9 +1,12 @@
 """The model input: a log-mel image and its deltas, [x, delta, delta-delta] / 100.
 
-One implementation for every path: the training transform (`ToTensor`, one image in the loader
-workers), the GPU augmentation path (batches on the device) and tiled prediction. The deltas are
-`librosa.feature.delta(x, width=9, mode='interp')`, which the original used, written as a 9-tap
-filter whose coefficients come from librosa itself (`delta_matrices`).
+One definition for every path: the deltas are `librosa.feature.delta(x, width=9,
+mode='interp')`, which the original used, as two matrices taken from librosa itself
+(`delta_matrices`). `model_input` applies them to one image in numpy (the training transform,
+`ToTensor`, in the loader workers); `stack_deltas` to a batch of tensors on their device (tiled
+prediction, the GPU augmentation path). Two array libraries, the same products: numpy's and
+torch's float32 matrix products may differ in the last bit, and making the loader path use
+torch would change every CPU training run's numbers by that bit.
 """
 
 from __future__ import annotations
@@ -45,41 +48,26 @@ def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     return matrices
 
 
-def delta_first_frames(width: int) -> np.ndarray:
-    """First input frame of the 9-frame window that delta output frame t reads:
-    clip(t - 4, 0, W - 9), the centred Savitzky-Golay window inside, the edge windows of
-    librosa's 'interp' polynomial fits at the first and last 4 frames."""
-    return np.clip(np.arange(width) - DELTA_WIDTH // 2, 0, width - DELTA_WIDTH)
+def model_input(x: np.ndarray) -> torch.Tensor:
+    """One (F, T) image -> the (3, F, T) float32 tensor: numpy, as the loader workers build it."""
+    x = np.asarray(x, dtype=np.float32)
+    delta1, delta2 = delta_matrices(x.shape[1])
+    stacked = np.stack([x, x @ delta1, x @ delta2]) / np.float32(TENSOR_SCALE)
+    return torch.from_numpy(stacked.astype(np.float32, copy=False))
 
 
 @lru_cache(maxsize=16)
-def delta_coefficients(width: int, device: torch.device) -> torch.Tensor:
-    """`delta_matrices(width)` as a banded filter: (2, 9, W) float32 with
-    delta_order[t] = sum_k coefficients[order, k, t] * x[first(t) + k]."""
-    frames = np.arange(width)
-    rows = delta_first_frames(width)[None, :] + np.arange(DELTA_WIDTH)[:, None]
-    bands = np.stack([matrix[rows, frames] for matrix in delta_matrices(width)])
-    return torch.as_tensor(bands, dtype=torch.float32, device=device)
+def _torch_matrices(width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    d1, d2 = delta_matrices(width)
+    return torch.from_numpy(np.array(d1)).to(device), torch.from_numpy(np.array(d2)).to(device)
 
 
 def stack_deltas(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) -> (B, 3, H, W) = [x, delta, delta-delta] / 100, on x's device.
+    """(B, F, T) -> (B, 3, F, T) = [x, delta, delta-delta] / 100, on x's device: the batched
+    form of `model_input` (tiled prediction, the GPU augmentation path).
 
-    A 9-tap filter on slices rather than `x @ D`: the same sums without the zero terms, and
-    no matrix product whose precision TF32 settings could lower.
+    Both run outside autocast in float32 (PyTorch keeps TF32 off for matrix products unless
+    asked, and this project never asks), so they agree with `model_input` to float rounding.
     """
-    batch, height, width = x.shape
-    coefficients = delta_coefficients(width, x.device)
-    out = x.new_zeros((batch, 3, height, width))
-    out[:, 0] = x
-    deltas = out[:, 1:]
-    edge = DELTA_WIDTH // 2
-    interior = width - 2 * edge  # output frames [edge, W - edge) read x[t - edge + k]
-    source = x[:, None]  # (B, 1, H, W), broadcast over the two delta orders
-    for k in range(DELTA_WIDTH):
-        tap = coefficients[:, k, None, :]  # (2, 1, W): per order and output frame
-        deltas[..., :edge].addcmul_(source[..., k : k + 1], tap[..., :edge])
-        deltas[..., edge:-edge].addcmul_(source[..., k : k + interior], tap[..., edge:-edge])
-        last = width - DELTA_WIDTH + k
-        deltas[..., -edge:].addcmul_(source[..., last : last + 1], tap[..., -edge:])
-    return out.div_(TENSOR_SCALE)
+    d1, d2 = _torch_matrices(x.shape[-1], x.device)
+    return torch.stack([x, x @ d1, x @ d2], dim=1) / TENSOR_SCALE

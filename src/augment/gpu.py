@@ -15,8 +15,9 @@ The work is split where it is cheapest:
   of workers, batch composition, DDP and resumption).
 * `augment_batch` runs on the device on the collated batch and is deterministic: padding by a
   gather, RandomResizedCrop by separable linear interpolation, SpecAugment by broadcast masks,
-  deltas by a 9-tap banded filter, then the mix. No random numbers, no host-device syncs, no
-  Python loop over the batch, and no matrix products (so TF32 settings cannot change results).
+  deltas by the model input's own matrix products (`src.augment.deltas`, float32: PyTorch
+  keeps TF32 off for them unless a program asks), then the mix. No random numbers, no
+  host-device syncs, no Python loop over the batch.
 
 A worker sample is ``(raw, target, noisy)``; ``raw`` is a dict (collated into a dict of
 batched tensors, which `argus.utils.deep_to` moves as a whole):

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from src.augment.deltas import stack_deltas
+from src.augment.deltas import model_input
 
 
 class Transform(Protocol):
@@ -299,8 +299,7 @@ class ToTensor:
     """[x, delta, delta-delta] / 100 as a (3, F, T) float32 tensor: the model input."""
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        image = torch.tensor(np.asarray(x, dtype=np.float32))
-        return stack_deltas(image[None])[0]
+        return model_input(x)
 
 
 # --------------------------------------------------------------------------------------

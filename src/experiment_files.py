@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
-from src.experiments import CPU_CNN, EXPERIMENTS, Config, resolve
+from src.experiments import CPU_CNN, EXPERIMENTS, Config, merge, resolve
 
 FILE_KEYS = ("base", "name")  # keys of an experiment file that are not settings
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -155,7 +155,7 @@ def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) ->
     for text in sets:
         change = parse_set(text, config)
         config = apply_overrides(config, change, f"--set {text}")
-        all_overrides = _merge_dicts(all_overrides, change)
+        all_overrides = merge(all_overrides, change)
     if not NAME_PATTERN.match(name):
         raise ConfigError(
             f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"
@@ -165,13 +165,3 @@ def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) ->
         config["base"] = base
         config["overrides"] = all_overrides
     return config
-
-
-def _merge_dicts(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for key, value in b.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge_dicts(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out

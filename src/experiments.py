@@ -252,12 +252,12 @@ CPU_CNN: Config = {
 }
 
 
-def _merge(config: Config, changes: Config) -> Config:
+def merge(config: Config, changes: Config) -> Config:
     """Recursive update of nested dicts (lists and scalars are replaced)."""
     merged = copy.deepcopy(config)
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -270,7 +270,7 @@ def resolve(name: str, smoke: bool = False) -> Config:
         raise ConfigError(f"unknown experiment {name!r}; registered: {known}")
     config = copy.deepcopy(EXPERIMENTS[name])
     if smoke:
-        config = _merge(config, SMOKE_CNN if config["kind"] == "cnn" else SMOKE_STACKING)
+        config = merge(config, SMOKE_CNN if config["kind"] == "cnn" else SMOKE_STACKING)
         if config["kind"] == "cnn":
             params = config["model"]["params"]
             params["dropout"] = params["dropout"] / SMOKE_DROPOUT_DIVISOR

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from src.experiments import _merge, resolve
+from src.experiments import merge, resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,4 +49,4 @@ def micro_config(name: str = "auxiliary_016", **changes) -> dict:
     """A smoke configuration shrunk further for tests: a few steps per epoch."""
     config = resolve(name, smoke=True)
     small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
-    return _merge(config, {**small, **changes})
+    return merge(config, {**small, **changes})

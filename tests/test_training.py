@@ -152,8 +152,8 @@ def test_resuming_after_a_kill_gives_the_uninterrupted_result(tiny_data, tmp_pat
     pd.testing.assert_frame_equal(straight, resumed)  # every epoch's metrics, bit for bit
     (a,), (b,) = (list((tmp_path / d).glob("model-*.pth")) for d in ("straight", "resumed"))
     assert a.name == b.name
-    for key, value in torch.load(a)["nn_state_dict"].items():
-        assert torch.equal(value, torch.load(b)["nn_state_dict"][key]), key
+    for key, value in torch.load(a, weights_only=True)["nn_state_dict"].items():
+        assert torch.equal(value, torch.load(b, weights_only=True)["nn_state_dict"][key]), key
 
 
 def test_checkpoint_loads_with_argus_weights_only(tiny_data):

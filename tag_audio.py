@@ -28,8 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import PREDICTION_AMP_CHOICES, default_device, fail
-from src.config import AUDIO, ConfigError, get_paths
+from src.cli import default_device, fail
+from src.config import AUDIO, PREDICTION_AMP_CHOICES, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
 from src.tools.scoring import format_score, plot_confusion, read_truth, score_tags

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from src.config import N_FOLDS, ConfigError
+from src.config import N_FOLDS, PREDICTION_AMP_CHOICES, ConfigError
 from src.utils import setup_logging
 
 __all__ = [
@@ -44,10 +44,6 @@ def parse_folds(text: str | None, n_folds: int = N_FOLDS) -> list[int]:
     if bad or not folds:
         raise ConfigError(f"folds must be between 0 and {n_folds - 1}, got {text!r}")
     return sorted(set(folds))
-
-
-# Choices of --amp for prediction (src.prediction.tiling.set_prediction_amp checks them too).
-PREDICTION_AMP_CHOICES = ("off", "fp16", "bf16", "auto")
 
 
 def add_prediction_arguments(

@@ -29,6 +29,8 @@ COMPETITION = "freesound-audio-tagging-2019"
 WEIGHTS_DATASET_PREFIX = "freesound-train"
 N_FOLDS = 5
 KAGGLE_MODES = ("train", "predict")
+# --amp of the predicting scripts: float32 ("off", the default) unless one of these is asked.
+PREDICTION_AMP_CHOICES = ("off", "fp16", "bf16", "auto")
 
 
 class ConfigError(ValueError):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from src.augment.deltas import stack_deltas
+from src.config import PREDICTION_AMP_CHOICES
 from src.models import argus_models  # noqa: F401  (defines the classes argus.load_model finds)
 from src.utils import strip_compile_prefix
 
@@ -46,7 +47,6 @@ def make_tiles(spectrogram: torch.Tensor, tile: int, step: int) -> torch.Tensor:
 # trained with (its params keep the training setting; a bf16 model trained on an Ampere GPU
 # must not predict in bf16 on a T4/P100 or a CPU, where bf16 is emulated). Scripts set it from
 # their --amp option with `set_prediction_amp`.
-PREDICTION_AMP_CHOICES = ("off", "fp16", "bf16", "auto")
 _prediction_amp = "off"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import soundfile
 from src.experiments import merge, resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPETITION = "freesound-audio-tagging-2019"  # the competition dataset's folder on Kaggle
 
 
 def write_wav(path: Path, audio: np.ndarray, sr: int = 44100, subtype: str = "PCM_16") -> Path:
@@ -50,3 +52,32 @@ def micro_config(name: str = "auxiliary_016", **changes) -> dict:
     config = resolve(name, smoke=True)
     small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
     return merge(config, {**small, **changes})
+
+
+# Kaggle's layout for running a built kernel as Kaggle runs it.
+
+
+def kaggle_root(base: Path, entries: dict[str, Path]) -> Path:
+    """A <root>/kaggle with an input folder of the given (linked) datasets, an empty working."""
+    (base / "kaggle" / "working").mkdir(parents=True)
+    (base / "kaggle" / "input").mkdir()
+    for name, source in entries.items():
+        (base / "kaggle" / "input" / name).symlink_to(source, target_is_directory=True)
+    return base
+
+
+def kaggle_env(root: Path) -> dict[str, str]:
+    drop = {"PYTHONPATH", "MODE", "FREESOUND_DATA_DIR"}
+    env = {key: value for key, value in os.environ.items() if key not in drop}
+    return {**env, "FREESOUND_KAGGLE_ROOT": str(root)}
+
+
+def run_kernel(kernel: Path, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(kernel)],
+        cwd=root / "kaggle" / "working",
+        env=kaggle_env(root),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

@@ -1,16 +1,26 @@
 """Experiments from a file (--experiment my_exp.json) and from the command line (--set)."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import zipfile
 
+import numpy as np
+import pandas as pd
 import pytest
+import soundfile
 
+import build_kernel
+import package_weights
 import predict_folds
 import tag_audio
-from src.config import ConfigError, get_paths
+from src.config import WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiment_files import load_experiment, parse_set
 from src.experiments import resolve
 from src.training.command import train_command
+from tests.helpers import COMPETITION, REPO_ROOT, kaggle_root, run_kernel
 
 
 def write(path, data):
@@ -135,6 +145,61 @@ def test_a_file_experiment_trains_lands_in_params_json_and_is_predicted_and_tagg
     # The same file with another --set is another configuration: refused without --force.
     assert train_command([*args, "--set", "crop_size=32"], "", kind="cnn") == 1
     assert "different config" in capsys.readouterr().err
+
+
+def test_a_file_experiment_streams_through_the_demo_and_runs_in_a_kernel(tiny_data, tmp_path):
+    """Not in the registry: the demo, package_weights.py, build_kernel.py and the single kernel
+    it builds all read the experiment from its params.json."""
+    spec = write(tmp_path / "my_exp.json", {"base": "corr_noisy_003", "epoch_size": 32})
+    args = ["--experiment", spec, "--smoke", "--folds", "0", "--set", "max_epochs=1"]
+    args += ["--set", "batch_size=8", "--workers", "0", "--no-progress", "--device", "cpu"]
+    assert train_command(args, "", kind="cnn") == 0
+    paths = get_paths()
+    for fold in range(1, 5):  # the other folds reuse fold 0's model (finding is tested here)
+        shutil.copytree(
+            paths.experiment_dir("my_exp") / "fold_0",
+            paths.experiment_dir("my_exp") / f"fold_{fold}",
+        )
+    assert predict_folds.main(["--experiment", "my_exp", "--device", "cpu", "--no-progress"]) == 0
+
+    clip = sorted((tiny_data / "test").iterdir())[0]
+    command = [sys.executable, "demo.py", "--experiment", "my_exp", "--input", str(clip)]
+    demo = subprocess.run(
+        [*command, "--fast", "--headless", "--device", "cpu"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert f"model: {paths.experiment_dir('my_exp')}" in demo.stderr
+    lines = demo.stdout.splitlines()  # one line per whole second of the clip
+    assert len(lines) == int(soundfile.info(clip).duration) >= 1
+    assert lines[0].strip().startswith("1s\t")
+
+    archive = tmp_path / "weights.zip"
+    assert package_weights.main(["--experiments", "my_exp", "--out", str(archive)]) == 0
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+        assert "experiments/my_exp/params.json" in names
+        assert sum(name.endswith(".pth") for name in names) == 5
+        packed.extractall(tmp_path / "weights")
+    out = tmp_path / "kernel"
+    argv = ["--out", str(out), "--experiment", "my_exp", "--blend", "my_exp,auxiliary_016"]
+    assert build_kernel.main(argv) == 0
+
+    competition = tmp_path / "competition"
+    shutil.copytree(tiny_data / "test", competition / "test")
+    shutil.copy(tiny_data / "sample_submission.csv", competition)
+    inputs = {COMPETITION: competition, WEIGHTS_DATASET_PREFIX: tmp_path / "weights"}
+    root = kaggle_root(tmp_path / "kaggle_root", inputs)
+    result = run_kernel(out / "single_kernel.py", root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    submission = pd.read_csv(root / "kaggle" / "working" / "submission.csv", dtype={"fname": str})
+    local = pd.read_csv(paths.prediction_dir("my_exp") / "probs.csv", dtype={"fname": str})
+    local = local.set_index("fname").loc[submission["fname"], submission.columns[1:]]
+    np.testing.assert_allclose(submission.iloc[:, 1:].to_numpy(), local.to_numpy(), atol=1e-6)
 
 
 def test_the_cpu_scale_and_smoke_as_a_scale(capsys):

@@ -9,7 +9,6 @@ import base64
 import gzip
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,9 +32,15 @@ from src.kaggle.build import (
 )
 from src.kaggle.estimate import Sample, extrapolate, report_lines
 from src.kaggle.runtime import KernelPlan, Step, script_steps
-from tests.helpers import REPO_ROOT, copy_tree
+from tests.helpers import (
+    COMPETITION,
+    REPO_ROOT,
+    copy_tree,
+    kaggle_env,
+    kaggle_root,
+    run_kernel,
+)
 
-COMPETITION = "freesound-audio-tagging-2019"
 CHECKPOINT = re.compile(r"^model-\d+-(-?\d+(?:\.\d+)?)\.pth$")
 
 
@@ -68,32 +73,6 @@ def kaggle_input(smoke_tree, weights_zip, tmp_path_factory) -> Path:
     with zipfile.ZipFile(weights_zip) as archive:
         archive.extractall(root / "freesound-train")
     return root
-
-
-def kaggle_root(base: Path, entries: dict[str, Path]) -> Path:
-    """A <root>/kaggle with an input folder of the given (linked) datasets, an empty working."""
-    (base / "kaggle" / "working").mkdir(parents=True)
-    (base / "kaggle" / "input").mkdir()
-    for name, source in entries.items():
-        (base / "kaggle" / "input" / name).symlink_to(source, target_is_directory=True)
-    return base
-
-
-def kaggle_env(root: Path) -> dict[str, str]:
-    drop = {"PYTHONPATH", "MODE", "FREESOUND_DATA_DIR"}
-    env = {key: value for key, value in os.environ.items() if key not in drop}
-    return {**env, "FREESOUND_KAGGLE_ROOT": str(root)}
-
-
-def run_kernel(kernel: Path, root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(kernel)],
-        cwd=root / "kaggle" / "working",
-        env=kaggle_env(root),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def working_files(root: Path) -> list[str]:

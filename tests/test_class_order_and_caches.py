@@ -4,6 +4,7 @@ classes and matched to any other list by name; a class set that differs is one c
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import blend_predict
 import predict_folds
@@ -168,3 +170,60 @@ def test_byte_order_marks_are_accepted(tmp_path):
     assert read_labels_csv(paths.train_curated_csv, vocabulary)["fname"].tolist() == ["x.wav"]
     assert read_labels_csv(paths.train_noisy_csv, vocabulary)["labels"].tolist() == ["b"]
     assert has_noisy_set(paths)
+
+
+# --------------------------------------------------------------------------------------
+# The prediction cache (item 2): keyed by what shapes the predictions
+# --------------------------------------------------------------------------------------
+
+FOLD_0 = [*PREDICT, "--folds", "0"]
+
+
+def said(capsys) -> str:
+    output = capsys.readouterr()
+    return output.out + output.err
+
+
+def fold_0_test(paths) -> Path:
+    return paths.prediction_dir("corrections_002") / "fold_0" / "test"
+
+
+def test_a_renamed_test_clip_is_predicted_again(trained, capsys):
+    paths = get_paths()
+    assert predict_folds.main(FOLD_0) == 0
+    assert "fold 0 test: predicting into" in said(capsys)
+    assert predict_folds.main(FOLD_0) == 0
+    assert "fold 0 test: reusing" in said(capsys)
+    first = pd.read_csv(fold_0_test(paths) / "probs.csv")
+
+    # A test clip renamed: its predictions come under the new name, the old name's are gone.
+    old = first["fname"][0]
+    (paths.test_dir / old).rename(paths.test_dir / "renamed.wav")
+    assert predict_folds.main(FOLD_0) == 0
+    assert "fold 0 test: predicting into" in said(capsys)
+    renamed = pd.read_csv(fold_0_test(paths) / "probs.csv")
+    assert "renamed.wav" in set(renamed["fname"]) and old not in set(renamed["fname"])
+    assert (fold_0_test(paths) / "renamed.wav.npy").is_file()
+    assert not (fold_0_test(paths) / f"{old}.npy").exists()
+    same = renamed.set_index("fname").drop(index="renamed.wav")
+    pd.testing.assert_frame_equal(same, first.set_index("fname").loc[same.index])
+
+
+def test_a_replaced_checkpoint_is_predicted_again(trained, capsys):
+    """Another checkpoint under the same name (a copy, a retrained fold): predicted again."""
+    paths = get_paths()
+    assert predict_folds.main(FOLD_0) == 0
+    before = pd.read_csv(fold_0_test(paths) / "probs.csv")
+    (checkpoint,) = (paths.experiment_dir("corrections_002") / "fold_0").glob("model-*.pth")
+    state = torch.load(checkpoint, weights_only=True)
+    for name, tensor in state["nn_state_dict"].items():
+        if tensor.is_floating_point() and name.endswith("weight"):
+            tensor.mul_(1.5)
+    torch.save(state, checkpoint)
+    assert predict_folds.main(FOLD_0) == 0
+    assert "fold 0 test: predicting into" in said(capsys)
+    replaced = pd.read_csv(fold_0_test(paths) / "probs.csv")
+    assert replaced["fname"].tolist() == before["fname"].tolist()
+    assert np.abs(replaced.iloc[:, 1:].to_numpy() - before.iloc[:, 1:].to_numpy()).max() > 1e-4
+    done = json.loads((fold_0_test(paths) / DONE_FILE).read_text())
+    assert done["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()

@@ -20,9 +20,10 @@ import src.data.store as store_module
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.data.labels import has_noisy_set, read_labels_csv
 from src.data.store import find_test_files, get_store
+from src.kaggle.runtime import KernelPlan, check_predict_inputs
 from src.runs import DONE_FILE, class_order, read_oof_tiles
 from src.training.command import train_command
-from tests.helpers import copy_tree
+from tests.helpers import copy_tree, tone, write_wav
 
 TRAIN = [
     "--experiment",
@@ -227,3 +228,22 @@ def test_a_replaced_checkpoint_is_predicted_again(trained, capsys):
     assert np.abs(replaced.iloc[:, 1:].to_numpy() - before.iloc[:, 1:].to_numpy()).max() > 1e-4
     done = json.loads((fold_0_test(paths) / DONE_FILE).read_text())
     assert done["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+
+
+def test_the_kernel_checks_classes_by_the_same_rule(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    competition = root / "kaggle" / "input" / "freesound-audio-tagging-2019"
+    write_wav(competition / "test" / "x.wav", tone(0.5))
+    experiment = root / "kaggle" / "input" / "freesound-train" / "experiments" / "exp"
+    for fold in range(5):
+        (experiment / f"fold_{fold}").mkdir(parents=True)
+        (experiment / f"fold_{fold}" / "model-000-0.500000.pth").write_bytes(b"")
+    (experiment / "params.json").write_text(json.dumps({"config": {}, "classes": ["a", "b"]}))
+    monkeypatch.setenv("MODE", "predict")
+    monkeypatch.setenv("FREESOUND_KAGGLE_ROOT", str(root))
+    sample = competition / "sample_submission.csv"
+    sample.write_text("fname,b,a\nx.wav,0,0\n")  # another order: matched by name
+    assert len(check_predict_inputs(KernelPlan("single", ["exp"]), get_paths())["exp"]) == 5
+    sample.write_text("fname,b,c\nx.wav,0,0\n")
+    with pytest.raises(ConfigError, match=r"missing \(in .*sample_submission.csv only\): \['c'\]"):
+        check_predict_inputs(KernelPlan("single", ["exp"]), get_paths())

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.config import FAT2019_CLASSES, N_FOLDS, ConfigError
+from src.config import (
+    FAT2019_CLASSES,
+    N_FOLDS,
+    ConfigError,
+    Paths,
+    Vocabulary,
+    vocabulary_source,
+)
 
 PARAMS_FILE = "params.json"
 FINISHED_FILE = "finished.json"
@@ -299,6 +306,19 @@ def align_columns(
     index = class_order(frame.columns[1:], classes, source_name, target_name)
     aligned = frame.iloc[:, [0, *(index + 1)]]
     return aligned if aligned.columns.equals(frame.columns) else aligned.copy()
+
+
+def check_experiment_classes(paths: Paths, vocabulary: Vocabulary, names: Sequence[str]) -> None:
+    """Every experiment's recorded classes are the dataset's, as a set (`class_order`): checked
+    before any work, since predictions are matched to the dataset's classes by name."""
+    for name in names:
+        experiment_dir = paths.experiment_dir(name)
+        class_order(
+            experiment_classes(experiment_dir),
+            vocabulary.classes,
+            experiment_dir / PARAMS_FILE,
+            vocabulary_source(paths),
+        )
 
 
 def _some(names: Sequence[str], shown: int = 10) -> str:

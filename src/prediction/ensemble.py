@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from src.config import N_FOLDS, ConfigError, Paths, Vocabulary, vocabulary_source
+from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.labels import read_folds, read_labels_csv
 from src.data.store import test_store
 from src.experiments import tile_steps
@@ -25,8 +25,8 @@ from src.prediction.experiment import predict_set_cached
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
 from src.prediction.tiling import Predictor, load_checkpoint, output_count
 from src.runs import (
-    PARAMS_FILE,
     align_columns,
+    check_experiment_classes,
     check_oof_inputs,
     checkpoint_classes,
     class_order,
@@ -92,18 +92,6 @@ def load_stacking(experiment_dir: Path, name: str, device: str) -> StackingModel
             raise ConfigError(f"{checkpoint}: its classes differ from {experiment_dir}'s")
         models.append(model)
     return StackingModels(name, classes, models)
-
-
-def check_classes(paths: Paths, vocabulary: Vocabulary, names: Sequence[str]) -> None:
-    """Every experiment's recorded classes are the dataset's (as a set), before any work."""
-    for name in names:
-        experiment_dir = paths.experiment_dir(name)
-        class_order(
-            experiment_classes(experiment_dir),
-            vocabulary.classes,
-            experiment_dir / PARAMS_FILE,
-            vocabulary_source(paths),
-        )
 
 
 def stacking_oof(name: str, paths: Paths, device: str) -> pd.DataFrame:
@@ -180,7 +168,7 @@ def ensemble_predict(
     inputs = configs[0]["inputs"]
     if any(c["inputs"] != inputs for c in configs):
         raise ConfigError("the stacking experiments must share their first-level inputs")
-    check_classes(paths, vocabulary, [*inputs, *stacking_names])
+    check_experiment_classes(paths, vocabulary, [*inputs, *stacking_names])
     if with_oof:  # say what is missing before predicting anything
         try:
             check_oof_inputs(paths.predictions_dir, inputs, range(N_FOLDS))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.config import Paths, Vocabulary, vocabulary_source
+from src.config import Paths, Vocabulary
 from src.data.labels import read_folds, read_labels_csv
 from src.data.store import curated_store, test_store
 from src.experiments import tile_steps
@@ -34,13 +34,11 @@ from src.prediction.tiling import Predictor
 from src.runs import (
     DONE_FILE,
     OOF_DIR,
-    PARAMS_FILE,
     PROBS_FILE,
     TEST_DIR,
+    check_experiment_classes,
     checkpoint_classes,
     checkpoint_digest,
-    class_order,
-    experiment_classes,
     experiment_config,
     fold_checkpoints,
     fold_dir,
@@ -189,10 +187,7 @@ def predict_experiment(
     steps = tile_steps(experiment_config(experiment_dir))
     # The models' outputs are named by their own recorded classes; the dataset's classes must be
     # the same set (matched by name in the CV and the submission): checked before any work.
-    recorded = experiment_classes(experiment_dir)
-    class_order(
-        recorded, vocabulary.classes, experiment_dir / PARAMS_FILE, vocabulary_source(paths)
-    )
+    check_experiment_classes(paths, vocabulary, [name])
     out = paths.prediction_dir(name)
     test = test_store(paths)
     validate = not paths.kernel  # a kernel predicts the test set only, as the original's

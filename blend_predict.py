@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from src.cli import fail, names_list
-from src.config import ConfigError, get_paths, load_vocabulary
+from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
 from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
 from src.runs import PROBS_FILE, read_probs
 from src.utils import write_csv_atomic
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(
                     f"{probs} not found: run `python predict_folds.py --experiment {name}` first"
                 )
-            frames.append(read_probs(probs, vocabulary.classes))
+            frames.append(read_probs(probs, vocabulary.classes, vocabulary_source(paths)))
         blend = align_to_sample_submission(gmean_frames(frames), paths, args.fill_undecodable)
         check_submission(blend, vocabulary.classes, len(blend))
         out = args.out or paths.submission

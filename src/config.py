@@ -245,7 +245,8 @@ class Vocabulary:
         """The class columns of a `sample_submission.csv` (everything after `fname`)."""
         path = Path(path)
         try:
-            with path.open(encoding="utf-8") as handle:
+            # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column name
+            with path.open(encoding="utf-8-sig") as handle:
                 header = handle.readline().strip()
         except OSError as error:
             raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
@@ -263,6 +264,14 @@ def load_vocabulary(paths: Paths | None = None) -> Vocabulary:
     if paths.sample_submission.is_file():
         return Vocabulary.from_sample_submission(paths.sample_submission)
     return Vocabulary()
+
+
+def vocabulary_source(paths: Paths | None = None) -> str:
+    """Where `load_vocabulary` takes the classes from, for messages."""
+    paths = paths or get_paths()
+    if paths.sample_submission.is_file():
+        return str(paths.sample_submission)
+    return "FAT2019's 80 classes (no sample_submission.csv)"
 
 
 # --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.config import N_FOLDS, ConfigError
+from src.config import (
+    FAT2019_CLASSES,
+    N_FOLDS,
+    ConfigError,
+    Paths,
+    Vocabulary,
+    vocabulary_source,
+)
 
 PARAMS_FILE = "params.json"
 FINISHED_FILE = "finished.json"
@@ -206,14 +214,116 @@ def find_experiment(experiments_dir: Path, name: str) -> TrainedExperiment:
     return experiment
 
 
-def recorded_classes(checkpoint: Path) -> tuple[str, ...] | None:
+def _recorded(checkpoint: Path) -> tuple[tuple[str, ...], Path] | None:
     """The classes in the params.json of a checkpoint's experiment (fold_k/ beside it), or of
-    its own folder; None when neither has one."""
+    its own folder, and that file; None when neither has one."""
     for folder in (checkpoint.parent.parent, checkpoint.parent):
         record = read_params(folder)
         if record is not None:
-            return tuple(record.get("classes", ()))
+            return tuple(record.get("classes", ())), folder / PARAMS_FILE
     return None
+
+
+def checkpoint_classes(checkpoint: Path, n_outputs: int) -> tuple[str, ...]:
+    """The names of a checkpoint's outputs, in output order: the classes its experiment's
+    params.json records, else FAT2019's 80 for an 80-output checkpoint kept outside any
+    experiment. A recorded list whose length differs from the outputs is an error."""
+    found = _recorded(checkpoint)
+    if found is not None:
+        classes, params = found
+        if len(classes) != n_outputs:
+            raise ConfigError(
+                f"{checkpoint}: {n_outputs} outputs, but {params} records {len(classes)} classes"
+            )
+        return classes
+    if n_outputs == len(FAT2019_CLASSES):
+        return tuple(FAT2019_CLASSES)
+    raise ConfigError(
+        f"{checkpoint}: cannot tell the names of its {n_outputs} classes; keep the checkpoint in "
+        "its experiment folder (fold_k/ next to params.json)"
+    )
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_digest(checkpoint: Path) -> str:
+    """SHA-256 of a checkpoint's bytes (what its predictions are cached under): computed once
+    per process for each file version (path, size, mtime)."""
+    stat = checkpoint.stat()
+    version = (str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns)
+    if version not in _digests:
+        digest = hashlib.sha256()
+        with checkpoint.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _digests[version] = digest.hexdigest()
+    return _digests[version]
+
+
+def experiment_classes(experiment_dir: Path) -> tuple[str, ...]:
+    """The classes a trained experiment's models output, in their order (its params.json)."""
+    record = read_params(experiment_dir)
+    if record is None or not record.get("classes"):
+        raise ConfigError(f"{experiment_dir / PARAMS_FILE}: no recorded classes")
+    return tuple(record["classes"])
+
+
+# --------------------------------------------------------------------------------------
+# Class columns: one rule everywhere
+# --------------------------------------------------------------------------------------
+
+
+def class_order(
+    source: Sequence[str], target: Sequence[str], source_name: object, target_name: object
+) -> np.ndarray:
+    """Indices that put columns named `source` in the order of `target`: `outputs[:, index]`.
+
+    The one rule for class columns: a model's outputs are named by its own recorded classes
+    (params.json), and are matched to any other list (a submission's columns, another
+    experiment's outputs) by name, never by position. A class set that differs is an error
+    naming both sides, their counts and the missing and extra classes.
+    """
+    source, target = list(source), list(target)
+    position = {name: i for i, name in enumerate(source)}
+    if len(position) != len(source) or len(source) != len(target) or set(source) != set(target):
+        missing = [c for c in target if c not in position]
+        wanted = set(target)
+        extra = [c for c in source if c not in wanted]
+        raise ConfigError(
+            f"class mismatch: {source_name} has {len(source)} classes, {target_name} "
+            f"{len(target)}; missing (in {target_name} only): {_some(missing)}; "
+            f"extra (in {source_name} only): {_some(extra)}"
+        )
+    return np.array([position[name] for name in target], dtype=np.int64)
+
+
+def align_columns(
+    frame: pd.DataFrame, classes: Sequence[str], source_name: object, target_name: object
+) -> pd.DataFrame:
+    """A probability table (fname + class columns) with its class columns in the order of
+    `classes`, matched by name (`class_order`)."""
+    index = class_order(frame.columns[1:], classes, source_name, target_name)
+    aligned = frame.iloc[:, [0, *(index + 1)]]
+    return aligned if aligned.columns.equals(frame.columns) else aligned.copy()
+
+
+def check_experiment_classes(paths: Paths, vocabulary: Vocabulary, names: Sequence[str]) -> None:
+    """Every experiment's recorded classes are the dataset's, as a set (`class_order`): checked
+    before any work, since predictions are matched to the dataset's classes by name."""
+    for name in names:
+        experiment_dir = paths.experiment_dir(name)
+        class_order(
+            experiment_classes(experiment_dir),
+            vocabulary.classes,
+            experiment_dir / PARAMS_FILE,
+            vocabulary_source(paths),
+        )
+
+
+def _some(names: Sequence[str], shown: int = 10) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{list(names[:shown])}{more}" if names else "none"
 
 
 # --------------------------------------------------------------------------------------
@@ -225,14 +335,17 @@ def oof_dir(predictions_dir: Path, experiment: str, fold: int) -> Path:
     return fold_dir(predictions_dir / experiment, fold) / OOF_DIR
 
 
-def read_probs(path: str | os.PathLike, classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """A probability table (fname + one column per class), checked against `classes`."""
+def read_probs(
+    path: str | os.PathLike, classes: Sequence[str] | None = None, against: object = "expected"
+) -> pd.DataFrame:
+    """A probability table (fname + one column per class); with `classes`, its columns in
+    that order, matched by name (`class_order`; `against` names where `classes` come from)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: predictions not found")
     frame = pd.read_csv(path, dtype={"fname": str})
-    if classes is not None and list(frame.columns[1:]) != list(classes):
-        raise ConfigError(f"{path}: its class columns differ from the dataset's vocabulary")
+    if classes is not None:
+        frame = align_columns(frame, classes, path, against)
     return frame
 
 
@@ -264,21 +377,46 @@ def read_oof(
     return pd.concat(frames, ignore_index=True)
 
 
+def prediction_classes(folder: Path) -> tuple[str, ...]:
+    """What the columns of a prediction folder's <fname>.npy tiles and probs.csv are: the
+    classes of the model that made them, as its done.json records them."""
+    done = folder / DONE_FILE
+    record = json.loads(done.read_text()) if done.is_file() else {}
+    if not record.get("classes"):
+        raise ConfigError(
+            f"{done}: missing or made by an older version (no classes); rerun "
+            "`python predict_folds.py` for this experiment"
+        )
+    return tuple(record["classes"])
+
+
 def read_oof_tiles(
-    predictions_dir: Path, experiments: Sequence[str], fnames: Sequence[str], folds: Sequence[int]
+    predictions_dir: Path,
+    experiments: Sequence[str],
+    fnames: Sequence[str],
+    folds: Sequence[int],
+    classes: Sequence[str],
+    against: object = "the stacking classes",
 ) -> list[np.ndarray]:
     """(n_tiles, n_experiments * n_classes) per clip, from each clip's own fold: the tile
-    probabilities of every experiment side by side (the stacking input)."""
+    probabilities of every experiment side by side (the stacking input), each experiment's
+    columns in the order of `classes`, matched by name."""
+    orders: dict[Path, np.ndarray] = {}
     inputs = []
     for fname, fold in zip(fnames, folds):
         parts = []
         for experiment in experiments:
-            path = oof_dir(predictions_dir, experiment, int(fold)) / f"{fname}.npy"
+            folder = oof_dir(predictions_dir, experiment, int(fold))
+            path = folder / f"{fname}.npy"
             if not path.is_file():
                 raise ConfigError(
                     f"{path}: missing; rerun `python predict_folds.py --experiment {experiment}`"
                 )
-            parts.append(np.load(path))
+            if folder not in orders:
+                orders[folder] = class_order(
+                    prediction_classes(folder), classes, folder / DONE_FILE, against
+                )
+            parts.append(np.load(path)[:, orders[folder]])
         if len({len(p) for p in parts}) != 1:
             raise ConfigError(
                 f"{fname}: the input experiments tile it differently; they must share a crop size"

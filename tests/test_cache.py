@@ -1,3 +1,6 @@
+import logging
+import os
+
 import numpy as np
 import pytest
 
@@ -92,3 +95,25 @@ def test_duplicate_names_and_unfinished_folders_are_refused(tmp_path, clips):
     (tmp_path / "half").mkdir()
     with pytest.raises(StoreError, match="not a finished spectrogram store"):
         SpectrogramStore(tmp_path / "half")
+
+
+ONE = Extraction(workers=1)  # four short clips: no pool of processes
+
+
+def test_a_clip_reencoded_to_the_same_size_gets_a_new_store(tmp_path, clips, caplog):
+    first = get_store("curated", clips, tmp_path / "cache", ONE, progress=False)
+    clip = clips[1]
+    before, stat = first[clip.name].copy(), clip.stat()
+    write_wav(clip, tone(0.7, 1000))  # new content, same length: the same byte size
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # whatever the clock
+    assert clip.stat().st_size == stat.st_size
+    with caplog.at_level(logging.INFO, logger="src.data.store"):
+        second = get_store("curated", clips, tmp_path / "cache", ONE, progress=False)
+    assert second.path != first.path
+    assert np.abs(second[clip.name] - before).max() > 1
+    assert f"differ from those of ['{first.path.name}']" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="src.data.store"):
+        again = get_store("curated", clips, tmp_path / "cache", ONE, progress=False)
+    assert again.path == second.path
+    assert "reusing the curated store" in caplog.text

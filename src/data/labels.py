@@ -30,7 +30,7 @@ def read_labels_csv(
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise ConfigError(f"{path}: not a readable CSV ({error})") from None
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
@@ -149,6 +149,6 @@ def has_noisy_set(paths: Paths) -> bool:
     path = paths.train_noisy_csv
     if not path.is_file():
         return False
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         lines = [line for line in handle if line.strip()]
     return len(lines) > 1  # a header and at least one row

@@ -1,7 +1,8 @@
 """The spectrogram store: every clip of a set turned into log-mel once, kept on disk.
 
 A store is a folder `<cache_dir>/<set>-<key>/` where the key is a hash of everything that
-shapes its content: the audio configuration and the list of files (names and sizes). Label
+shapes its content: the audio configuration and the list of files (name, size and modification
+time in nanoseconds of each, so a clip re-encoded to the same size makes a new store). Label
 corrections do not change a single spectrogram, so they are not part of the key: removing or
 relabelling clips is a view that the label tables (`src.data.labels`) take over a store, and
 changing the corrections never re-extracts 80 hours of audio.
@@ -64,12 +65,16 @@ class Extraction:
 
 
 def store_key(files: Sequence[Path], config: AudioConfig = AUDIO) -> str:
-    """A hash of the audio settings and the file list (names and sizes)."""
+    """A hash of the audio settings and the file list (name, size and mtime in ns of each)."""
     digest = hashlib.sha1()
     digest.update(f"v{STORE_VERSION};{config.hash()}".encode())
     for path in files:
-        size = path.stat().st_size if path.exists() else -1
-        digest.update(f";{path.name}:{size}".encode())
+        try:
+            stat = path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # missing: the extraction reports it as a failure
+            size, mtime = -1, -1
+        digest.update(f";{path.name}:{size}:{mtime}".encode())
     return digest.hexdigest()[:10]
 
 
@@ -284,10 +289,26 @@ def get_store(
             f"{set_name}: file names must be unique within a set, repeated: {duplicated}"
         )
     target = Path(cache_dir) / f"{set_name}-{store_key(files, config)}"
-    if not (target / MANIFEST_FILE).is_file():
+    if (target / MANIFEST_FILE).is_file():
+        log.info(
+            "reusing the %s store %s: same files (names, sizes, mtimes) and audio settings",
+            set_name,
+            target,
+        )
+    else:
         target.parent.mkdir(parents=True, exist_ok=True)
         extraction = extraction or Extraction(workers=default_extraction_workers())
-        log.info("extracting %d %s clips into %s", len(files), set_name, target)
+        others = sorted(
+            p.name
+            for p in target.parent.glob(f"{set_name}-*")
+            if ".tmp-" not in p.name and (p / MANIFEST_FILE).is_file()
+        )
+        why = (
+            f"files (names, sizes, mtimes) or audio settings differ from those of {others[-3:]}"
+            if others
+            else "no store of this set yet"
+        )
+        log.info("extracting %d %s clips into %s: %s", len(files), set_name, target, why)
         _write_store(target, files, set_name, extraction, config, progress)
     return SpectrogramStore(target)
 

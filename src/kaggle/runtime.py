@@ -36,8 +36,9 @@ from src.config import (
     find_weights_dataset,
     get_paths,
     load_vocabulary,
+    vocabulary_source,
 )
-from src.runs import locate_checkpoints, read_params
+from src.runs import PARAMS_FILE, class_order, locate_checkpoints, read_params
 
 KINDS = ("single", "blend", "stacking")
 MODES = ("predict", "train")
@@ -169,14 +170,13 @@ def check_predict_inputs(plan: KernelPlan, paths: Paths) -> dict[str, dict[int, 
             + "\n  ".join(problems)
             + f"\n{REPACKAGE_HINT}"
         )
-    classes = list(load_vocabulary(paths).classes)
+    # The scripts match the models' classes to the submission's columns by name: the sets must
+    # agree (src.runs.class_order, the rule of every script).
+    classes = load_vocabulary(paths).classes
     for name in names:
         trained = read_params(weights / name).get("classes")
-        if trained is not None and list(trained) != classes:
-            raise ConfigError(
-                f"experiment {name} was trained on {len(trained)} classes that differ from the "
-                f"{len(classes)} columns of {paths.sample_submission}"
-            )
+        if trained is not None:
+            class_order(trained, classes, weights / name / PARAMS_FILE, vocabulary_source(paths))
     return checkpoints
 
 

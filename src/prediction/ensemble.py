@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,9 +23,14 @@ from src.data.store import test_store
 from src.experiments import tile_steps
 from src.prediction.experiment import predict_set_cached
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
-from src.prediction.tiling import Predictor, load_checkpoint
+from src.prediction.tiling import Predictor, load_checkpoint, output_count
 from src.runs import (
+    align_columns,
+    check_experiment_classes,
     check_oof_inputs,
+    checkpoint_classes,
+    class_order,
+    experiment_classes,
     experiment_config,
     fold_checkpoints,
     fold_dir,
@@ -49,49 +55,78 @@ def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     )
 
 
+@dataclass
+class StackingModels:
+    """The fold models of one stacking experiment and the classes they output, in order."""
+
+    name: str
+    classes: tuple[str, ...]
+    models: list
+
+
 def final_blend(
-    first_level: Sequence[np.ndarray], stacking: Sequence[Sequence[object]]
+    first_level: Sequence[np.ndarray], stacking: Sequence[StackingModels], classes: Sequence[str]
 ) -> np.ndarray:
-    """(rows, n_classes) per first-level experiment and the fold models of each stacking
-    experiment -> the final (rows, n_classes) probabilities."""
-    stack_inputs = np.concatenate(first_level, axis=1)
-    second = [
-        geometric_mean([predict_mlp(model, stack_inputs) for model in folds]) for folds in stacking
-    ]
+    """(rows, n_classes) per first-level experiment, columns `classes`, and the stacking
+    experiments -> the final (rows, n_classes) probabilities, columns `classes`.
+
+    Each stacking experiment gets its inputs in its own recorded class order and its output is
+    brought back to `classes`, by name (`src.runs.class_order`)."""
+    second = []
+    for experiment in stacking:
+        own = f"stacking experiment {experiment.name}"
+        into = class_order(classes, experiment.classes, "the first-level predictions", own)
+        back = class_order(experiment.classes, classes, own, "the first-level predictions")
+        inputs = np.concatenate([f[:, into] for f in first_level], axis=1)
+        outputs = geometric_mean([predict_mlp(model, inputs) for model in experiment.models])
+        second.append(outputs[:, back])
     return geometric_mean([*first_level, *second])
 
 
-def stacking_models(paths: Paths, names: Sequence[str], device: str) -> list[list[object]]:
-    """The fold models of each stacking experiment, loaded for prediction."""
-    return [
-        [load_checkpoint(c, device) for c in fold_checkpoints(paths.experiment_dir(n), n).values()]
-        for n in names
-    ]
+def load_stacking(experiment_dir: Path, name: str, device: str) -> StackingModels:
+    """The fold models of a stacking experiment, loaded for prediction, with their classes."""
+    models, classes = [], experiment_classes(experiment_dir)
+    for checkpoint in fold_checkpoints(experiment_dir, name).values():
+        model = load_checkpoint(checkpoint, device)
+        if checkpoint_classes(checkpoint, output_count(model)) != classes:
+            raise ConfigError(f"{checkpoint}: its classes differ from {experiment_dir}'s")
+        models.append(model)
+    return StackingModels(name, classes, models)
 
 
-def stacking_oof(name: str, paths: Paths, vocabulary: Vocabulary, device: str) -> pd.DataFrame:
-    """Out-of-fold predictions of a stacking experiment on every curated clip."""
+def stacking_oof(name: str, paths: Paths, device: str) -> pd.DataFrame:
+    """Out-of-fold predictions of a stacking experiment on every curated clip, named by its
+    recorded classes."""
+    stacking = load_stacking(paths.experiment_dir(name), name, device)
     config = experiment_config(paths.experiment_dir(name))
     folds = read_folds(paths.folds_csv)
-    inputs = read_oof_tiles(paths.predictions_dir, config["inputs"], folds["fname"], folds["fold"])
+    inputs = read_oof_tiles(
+        paths.predictions_dir,
+        config["inputs"],
+        folds["fname"],
+        folds["fold"],
+        stacking.classes,
+        f"stacking experiment {name}",
+    )
     means = np.stack([x.mean(axis=0) for x in inputs])
-    predictions = np.zeros((len(folds), len(vocabulary)))
-    for fold, checkpoint in fold_checkpoints(paths.experiment_dir(name), name).items():
+    predictions = np.zeros((len(folds), len(stacking.classes)))
+    checkpoints = fold_checkpoints(paths.experiment_dir(name), name)
+    for fold, model in zip(checkpoints, stacking.models):
         rows = (folds["fold"] == fold).to_numpy()
-        predictions[rows] = predict_mlp(load_checkpoint(checkpoint, device), means[rows])
-    return probs_frame(folds["fname"].tolist(), predictions, vocabulary.classes)
+        predictions[rows] = predict_mlp(model, means[rows])
+    return probs_frame(folds["fname"].tolist(), predictions, stacking.classes)
 
 
 def first_level_test(
     name: str,
     paths: Paths,
-    vocabulary: Vocabulary,
     test,
     device: str,
     batch_size: int,
     progress: bool,
 ) -> pd.DataFrame:
-    """Test tile means of every fold model at step crop/2, geometric mean over folds."""
+    """Test tile means of every fold model at step crop/2, geometric mean over folds; columns
+    named by the experiment's recorded classes."""
     experiment_dir = paths.experiment_dir(name)
     step = tile_steps(experiment_config(experiment_dir))["stacking_test"]
     frames = []
@@ -104,7 +139,7 @@ def first_level_test(
                 test,
                 test.fnames,
                 out_dir,
-                vocabulary.classes,
+                checkpoint_classes(checkpoint, predictor.n_outputs),
                 checkpoint,
                 f"{name} fold {fold}",
                 progress,
@@ -133,18 +168,26 @@ def ensemble_predict(
     inputs = configs[0]["inputs"]
     if any(c["inputs"] != inputs for c in configs):
         raise ConfigError("the stacking experiments must share their first-level inputs")
+    check_experiment_classes(paths, vocabulary, [*inputs, *stacking_names])
     if with_oof:  # say what is missing before predicting anything
         try:
             check_oof_inputs(paths.predictions_dir, inputs, range(N_FOLDS))
         except ConfigError as error:
             raise ConfigError(f"{error}; or pass --no-oof to skip the out-of-fold table") from None
+    stacking = [load_stacking(paths.experiment_dir(n), n, device) for n in stacking_names]
+    classes = stacking[0].classes
     test = test_store(paths)
     first = [
-        first_level_test(n, paths, vocabulary, test, device, batch_size, progress) for n in inputs
+        align_columns(
+            first_level_test(n, paths, test, device, batch_size, progress),
+            classes,
+            f"{n}'s test predictions",
+            f"stacking experiment {stacking_names[0]}",
+        )
+        for n in inputs
     ]
     fnames, arrays = aligned_arrays(first)
-    blend = final_blend(arrays, stacking_models(paths, stacking_names, device))
-    submission = probs_frame(fnames, blend, vocabulary.classes)
+    submission = probs_frame(fnames, final_blend(arrays, stacking, classes), classes)
     table = (
         oof_table(paths, vocabulary, inputs, stacking_names, device) if with_oof else pd.DataFrame()
     )
@@ -163,7 +206,7 @@ def oof_table(
         frames.append(oof)
         rows.append(("first level", name, cv_scores(oof, truth, vocabulary)["overall_lwlrap"]))
     for name in stacking_names:
-        oof = stacking_oof(name, paths, vocabulary, device)
+        oof = stacking_oof(name, paths, device)
         frames.append(oof)
         rows.append(("stacking", name, cv_scores(oof, truth, vocabulary)["overall_lwlrap"]))
     blend = gmean_frames(frames)

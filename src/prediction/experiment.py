@@ -8,6 +8,7 @@ the out-of-fold predictions).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -35,6 +36,9 @@ from src.runs import (
     OOF_DIR,
     PROBS_FILE,
     TEST_DIR,
+    check_experiment_classes,
+    checkpoint_classes,
+    checkpoint_digest,
     experiment_config,
     fold_checkpoints,
     fold_dir,
@@ -85,6 +89,34 @@ def predict_clips(
 # --------------------------------------------------------------------------------------
 
 
+def prediction_key(predictor, store, fnames: Sequence[str], classes, checkpoint: Path) -> dict:
+    """What a prediction folder's content is made from (its done.json): the checkpoint's bytes,
+    the spectrogram store (its key covers every file's name, size and mtime and the audio
+    settings), the clips, the tiling and precision, and the classes naming the columns."""
+    return {
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": checkpoint_digest(checkpoint),
+        "store": store.path.name,
+        "clips": len(fnames),
+        "fnames_sha1": hashlib.sha1("\n".join(fnames).encode()).hexdigest(),
+        "tile": predictor.tile,
+        "tile_step": predictor.step,
+        "amp": predictor.model.params.get("amp", "off"),
+        "classes": list(classes),
+    }
+
+
+WHY = {  # done.json field that differs -> what changed, for the log
+    "checkpoint_sha256": "the checkpoint changed",
+    "store": "the clips' files changed",
+    "fnames_sha1": "the list of clips changed",
+    "tile": "the tiling changed",
+    "tile_step": "the tiling changed",
+    "amp": "the precision changed",
+    "classes": "the classes changed",
+}
+
+
 def predict_set_cached(
     predictor,
     store,
@@ -96,13 +128,34 @@ def predict_set_cached(
     progress: bool,
     save_tiles: bool = True,
 ) -> pd.DataFrame:
-    """`predict_clips`, skipped when `out_dir` already holds the same checkpoint's predictions."""
-    marker = {"checkpoint": checkpoint.name, "tile_step": predictor.step, "clips": len(fnames)}
+    """`predict_clips`, skipped when `out_dir` already holds predictions made from the same
+    `prediction_key`. Columns (probs.csv and the <fname>.npy tiles) are `classes`: the model's
+    own recorded classes, in its output order."""
+    fnames = list(fnames)
+    key = prediction_key(predictor, store, fnames, classes, checkpoint)
     done = out_dir / DONE_FILE
-    if done.is_file() and json.loads(done.read_text()) == marker:
-        return read_probs(out_dir / PROBS_FILE, classes)
+    before = json.loads(done.read_text()) if done.is_file() else None
+    if before == key:
+        log.info(
+            "%s: reusing the predictions in %s (same checkpoint, clips and tiling)", desc, out_dir
+        )
+        return read_probs(out_dir / PROBS_FILE, classes, done)
+    if before is None:
+        why = "no earlier predictions"
+    elif set(before) != set(key):
+        why = "made by an older version"
+    else:
+        changed = sorted({WHY.get(field, "") for field in key if before.get(field) != key[field]})
+        why = ", ".join(c for c in changed if c)
+    log.info("%s: predicting into %s: %s", desc, out_dir, why)
+    # Stale files go first: a clip renamed or dropped must not leave its old tiles behind, and
+    # an interrupted run must not leave a done.json that vouches for them.
+    done.unlink(missing_ok=True)
+    if out_dir.is_dir():
+        for stale in [*out_dir.glob("*.npy"), out_dir / PROBS_FILE]:
+            stale.unlink(missing_ok=True)
     frame = predict_clips(predictor, store, fnames, out_dir, classes, desc, progress, save_tiles)
-    write_json_atomic(marker, done)
+    write_json_atomic(key, done)
     return frame
 
 
@@ -132,7 +185,9 @@ def predict_experiment(
     experiment_dir = paths.experiment_dir(name)
     checkpoints = fold_checkpoints(experiment_dir, name, *([] if folds is None else [folds]))
     steps = tile_steps(experiment_config(experiment_dir))
-    classes = list(vocabulary.classes)
+    # The models' outputs are named by their own recorded classes; the dataset's classes must be
+    # the same set (matched by name in the CV and the submission): checked before any work.
+    check_experiment_classes(paths, vocabulary, [name])
     out = paths.prediction_dir(name)
     test = test_store(paths)
     validate = not paths.kernel  # a kernel predicts the test set only, as the original's
@@ -143,6 +198,7 @@ def predict_experiment(
     test_frames, val_frames = [], []
     for fold, checkpoint in checkpoints.items():
         predictor = Predictor(checkpoint, device, batch_size)
+        classes = checkpoint_classes(checkpoint, predictor.n_outputs)
         folder = fold_dir(out, fold)
         if validate:
             # Every clip of the fold, also those the corrections remove, as the original
@@ -179,7 +235,7 @@ def predict_experiment(
     summary = {"experiment": name, "test_clips": len(blend), "probs": str(out / PROBS_FILE)}
     if paths.kernel:
         submission = align_to_sample_submission(blend, paths, fill_missing)
-        check_submission(submission, classes, len(submission))
+        check_submission(submission, vocabulary.classes, len(submission))
         write_csv_atomic(submission, paths.submission)
         summary["submission"] = str(paths.submission)
     else:

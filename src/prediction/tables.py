@@ -11,6 +11,7 @@ import pandas as pd
 
 from src.config import ConfigError, Paths, Vocabulary
 from src.models.metrics import lwlrap_per_class
+from src.runs import align_columns
 from src.utils import geometric_mean, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,15 @@ def probs_frame(
 
 def aligned_arrays(frames: Sequence[pd.DataFrame]) -> tuple[list[str], list[np.ndarray]]:
     """The probabilities of each table as a float64 array, rows in the first table's fname
-    order; an error when the tables cover different clips."""
+    order and columns in its class order (matched by name); an error when the tables cover
+    different clips or classes."""
     if not frames:
         raise ValueError("nothing to blend")
     order = frames[0]["fname"]
+    classes = frames[0].columns[1:]
     aligned = []
-    for frame in frames:
+    for number, frame in enumerate(frames):
+        frame = align_columns(frame, classes, f"predictions {number + 1}", "predictions 1")
         indexed = frame.set_index("fname")
         missing = set(order) - set(indexed.index)
         if missing:
@@ -83,7 +87,8 @@ def save_cv(scores: dict, directory: Path, title: str) -> None:
 def align_to_sample_submission(
     probs: pd.DataFrame, paths: Paths, fill_missing: bool = False
 ) -> pd.DataFrame:
-    """Rows in the order of sample_submission.csv, with exactly its columns.
+    """Rows in the order of sample_submission.csv, with exactly its columns: the class columns
+    of `probs` matched by name (`src.runs.class_order`), a class set that differs an error.
 
     Clips of the sample submission without a prediction (for example audio that could not
     be decoded) are an error, unless `fill_missing`: then they get the mean prediction of the
@@ -92,9 +97,8 @@ def align_to_sample_submission(
     sample_path = paths.sample_submission
     if not sample_path.is_file():
         return probs
-    sample = pd.read_csv(sample_path, dtype={"fname": str})
-    if list(sample.columns[1:]) != list(probs.columns[1:]):
-        raise ConfigError(f"{sample_path}: class columns differ from the predictions' columns")
+    sample = pd.read_csv(sample_path, dtype={"fname": str}, encoding="utf-8-sig")
+    probs = align_columns(probs, sample.columns[1:], "the predictions", sample_path)
     predicted = probs.set_index("fname")
     missing = [f for f in sample["fname"] if f not in predicted.index]
     extra = sorted(set(predicted.index) - set(sample["fname"]))

@@ -93,6 +93,11 @@ def load_checkpoint(
     )
 
 
+def output_count(model) -> int:
+    """How many classes an argus model (CNN or stacking MLP) outputs."""
+    return int(model.params["nn_module"][1]["num_classes"])
+
+
 class Predictor:
     """Predicts tiles of spectrograms with one CNN checkpoint."""
 
@@ -111,6 +116,11 @@ class Predictor:
         self.tile = int(self.model.params.get("crop_size", 256))
         self.step = int(tile_step or self.tile // 4)
         self.batch_size = batch_size
+
+    @property
+    def n_outputs(self) -> int:
+        """The model's class count (its outputs' width)."""
+        return output_count(self.model)
 
     def _tiles(self, spectrogram) -> torch.Tensor:
         spectrogram = torch.from_numpy(np.array(spectrogram, dtype=np.float32)).to(self.device)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.config import ConfigError, Paths, Vocabulary
+from src.config import ConfigError, Paths, Vocabulary, vocabulary_source
 from src.data.corrections import REMOVE, Corrections, save_corrections
 from src.data.labels import read_labels_csv
 from src.data.store import curated_store, noisy_store
@@ -26,7 +26,16 @@ from src.models.metrics import per_clip_lwlrap
 from src.prediction.experiment import predict_set_cached, present
 from src.prediction.tables import gmean_frames
 from src.prediction.tiling import Predictor
-from src.runs import PROBS_FILE, experiment_config, fold_checkpoints, fold_dir, read_oof
+from src.runs import (
+    PROBS_FILE,
+    align_columns,
+    check_experiment_classes,
+    checkpoint_classes,
+    experiment_config,
+    fold_checkpoints,
+    fold_dir,
+    read_oof,
+)
 from src.utils import write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -279,7 +288,7 @@ def predict_noisy(
 
     if not experiments:
         raise ConfigError("name at least one experiment")
-    classes = list(vocabulary.classes)
+    check_experiment_classes(paths, vocabulary, experiments)
     table = read_labels_csv(paths.train_noisy_csv, vocabulary)
     store = noisy_store(paths)
     fnames = present(table["fname"].tolist(), store, "noisy")
@@ -298,14 +307,17 @@ def predict_noisy(
                     store,
                     fnames,
                     fold_dir(root / name, fold),
-                    classes,
+                    checkpoint_classes(checkpoint, predictor.n_outputs),
                     checkpoint,
                     f"{name} fold {fold}",
                     progress,
                     save_tiles=False,
                 )
             )
-    blend = gmean_frames(frames)
+    # Each model's columns are its own classes; the blend's are the dataset's, by name.
+    blend = align_columns(
+        gmean_frames(frames), vocabulary.classes, "the predictions", vocabulary_source(paths)
+    )
     write_csv_atomic(blend, root / PROBS_FILE)
     return blend
 

@@ -28,7 +28,8 @@ from torch import nn
 from src.augment.deltas import stack_deltas
 from src.config import AUDIO, ConfigError
 from src.prediction.tiling import load_checkpoint, make_tiles
-from src.tools.tagging import ModelSource, Tags, checkpoint_classes
+from src.runs import checkpoint_classes
+from src.tools.tagging import ModelSource, Tags
 from src.utils import plain_module
 
 OPSET = 17

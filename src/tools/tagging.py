@@ -29,7 +29,7 @@ import librosa
 import numpy as np
 import pandas as pd
 
-from src.config import AUDIO, FAT2019_CLASSES, AudioConfig, ConfigError
+from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import (
     AUDIO_EXTENSIONS,
     TRIM_TOP_DB,
@@ -40,13 +40,14 @@ from src.data.audio import (
     trim_audio,
 )
 from src.experiments import tile_steps
-from src.prediction.ensemble import final_blend
-from src.prediction.tiling import Predictor, load_checkpoint, tile_layout
+from src.prediction.ensemble import final_blend, load_stacking
+from src.prediction.tiling import Predictor, output_count, tile_layout
 from src.runs import (
     TrainedExperiment,
+    checkpoint_classes,
+    class_order,
     find_experiment,
     fold_checkpoints,
-    recorded_classes,
     trained_experiments,
 )
 from src.utils import geometric_mean
@@ -73,21 +74,9 @@ def best_experiment(experiments_dir: Path) -> TrainedExperiment:
     return max(candidates, key=lambda e: (e.mean_score, e.name))
 
 
-def checkpoint_classes(checkpoint: Path, n_outputs: int) -> tuple[str, ...]:
-    """Class names of a checkpoint: its experiment's params.json, else FAT2019's 80."""
-    classes = recorded_classes(checkpoint)
-    if classes is not None and len(classes) == n_outputs:
-        return classes
-    if n_outputs == len(FAT2019_CLASSES):
-        return tuple(FAT2019_CLASSES)
-    raise ConfigError(
-        f"{checkpoint}: cannot tell the names of its {n_outputs} classes; keep the checkpoint in "
-        "its experiment folder (fold_k/ next to params.json)"
-    )
-
-
 def model_classes(model, checkpoint: Path) -> tuple[str, ...]:
-    return checkpoint_classes(checkpoint, int(model.params["nn_module"][1]["num_classes"]))
+    """Names of a loaded checkpoint's outputs (`src.runs.checkpoint_classes`)."""
+    return checkpoint_classes(checkpoint, output_count(model))
 
 
 # --------------------------------------------------------------------------------------
@@ -237,21 +226,24 @@ class StackingEnsemble:
             self.first_level.append(
                 FoldBlend(list(checkpoints), device, batch_size, step, resident=False)
             )
-        self.stacking = [
-            [load_checkpoint(c, device) for c in fold_checkpoints(e.directory, e.name).values()]
-            for e in stacking
+        self.stacking = [load_stacking(e.directory, e.name, device) for e in stacking]
+        # Named by the first stacking experiment's classes; every other experiment's outputs
+        # are matched to them by name (a class set that differs is an error).
+        self.classes = self.stacking[0].classes
+        self.orders = [
+            class_order(
+                b.classes, self.classes, f"experiment {name}", f"experiment {stacking_names[0]}"
+            )
+            for name, b in zip(inputs, self.first_level)
         ]
-        self.classes = self.first_level[0].classes
-        if any(e.classes != self.classes for e in stacking) or any(
-            b.classes != self.classes for b in self.first_level
-        ):
-            raise ConfigError("the ensemble's experiments were trained on different classes")
         self.tile, self.step = self.first_level[0].tile, self.first_level[0].step
         self.names = [*inputs, *stacking_names]
 
     def blend(self, first_level: list[np.ndarray]) -> np.ndarray:
-        """(rows, n_classes) per first-level experiment -> the final (rows, n_classes)."""
-        return final_blend(first_level, self.stacking)
+        """(rows, n_classes) per first-level experiment, each in its own class order -> the
+        final (rows, n_classes), columns `self.classes`."""
+        aligned = [p[:, order] for p, order in zip(first_level, self.orders)]
+        return final_blend(aligned, self.stacking, self.classes)
 
     def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
         per_experiment = [blend.predict(spectrograms) for blend in self.first_level]

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from src.config import Paths, Vocabulary, get_paths, load_vocabulary
+from src.config import Paths, Vocabulary, get_paths, load_vocabulary, vocabulary_source
 from src.data.corrections import apply_corrections, find_corrections
 from src.data.labels import check_labels, read_folds
 from src.models.argus_models import StackingModel
@@ -52,7 +52,16 @@ def load_stacking_data(
         corrections,
     )
     folds = apply_corrections(folds, fixes)
-    inputs = read_oof_tiles(paths.predictions_dir, config["inputs"], folds["fname"], folds["fold"])
+    # Each input experiment's tile columns matched by name to the dataset's classes: the order
+    # of the targets, and the classes this experiment records.
+    inputs = read_oof_tiles(
+        paths.predictions_dir,
+        config["inputs"],
+        folds["fname"],
+        folds["fold"],
+        vocabulary.classes,
+        vocabulary_source(paths),
+    )
     return StackingData(config, vocabulary, folds.reset_index(drop=True), inputs)
 
 

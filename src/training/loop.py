@@ -232,7 +232,8 @@ def epoch_lines_to_log_only(model, verbose: bool) -> Iterator[None]:
 
 class TrainingCurves(Callback):
     """Redraws `curves.png` (losses, val lwlrap, learning rate) from log.csv: after an epoch
-    when `min_interval` seconds have passed since the last drawing, and when training ends.
+    when `min_interval` seconds have passed since training started or since the last drawing,
+    and when training ends.
 
     Drawing takes about half a second, longer than a small model's epoch: every epoch would
     make plotting most of a smoke run or of a stacking fold.
@@ -245,7 +246,11 @@ class TrainingCurves(Callback):
         self.png_path = png_path
         self.title = title
         self.min_interval = min_interval
-        self.last_drawn = float("-inf")
+        self.last_drawn = time.monotonic()
+
+    def start(self, state: State) -> None:
+        # A fold shorter than the interval is drawn once, at its end.
+        self.last_drawn = time.monotonic()
 
     def _draw(self) -> None:
         from src.plots import plot_training_curves

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from src.config import AUDIO, AudioConfig, ConfigError, Paths
 from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
+from src.data.labels import listed_audio_files
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +303,12 @@ def default_extraction_workers() -> int:
 
 
 def curated_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
-    table = pd.read_csv(paths.train_curated_csv, dtype=str)
-    files = [paths.train_curated_dir / f for f in table["fname"]]
+    files = listed_audio_files(paths.train_curated_csv, paths.train_curated_dir)
     return get_store("curated", files, paths.cache_dir, extraction)
 
 
 def noisy_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
-    table = pd.read_csv(paths.train_noisy_csv, dtype=str)
-    files = [paths.train_noisy_dir / f for f in table["fname"]]
+    files = listed_audio_files(paths.train_noisy_csv, paths.train_noisy_dir)
     return get_store("noisy", files, paths.cache_dir, extraction)
 
 

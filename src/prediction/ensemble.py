@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
-from src.data.labels import read_folds, read_labels_csv
+from src.data.labels import load_folds, read_labels_csv
 from src.data.store import test_store
 from src.experiments import tile_steps
 from src.prediction.experiment import predict_set_cached
@@ -72,7 +72,7 @@ def stacking_models(paths: Paths, names: Sequence[str], device: str) -> list[lis
 def stacking_oof(name: str, paths: Paths, vocabulary: Vocabulary, device: str) -> pd.DataFrame:
     """Out-of-fold predictions of a stacking experiment on every curated clip."""
     config = experiment_config(paths.experiment_dir(name))
-    folds = read_folds(paths.folds_csv)
+    folds = load_folds(paths)
     inputs = read_oof_tiles(paths.predictions_dir, config["inputs"], folds["fname"], folds["fold"])
     means = np.stack([x.mean(axis=0) for x in inputs])
     predictions = np.zeros((len(folds), len(vocabulary)))

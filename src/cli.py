@@ -12,8 +12,6 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-import torch
-
 from src.config import N_FOLDS, PREDICTION_AMP_CHOICES, ConfigError
 from src.utils import setup_logging
 
@@ -100,6 +98,8 @@ def check_output_file(path: str | os.PathLike | None, option: str) -> None:
 
 
 def default_device() -> str:
+    import torch  # here: scripts that only need run_main or fail do not load torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -12,7 +12,6 @@ fixed experiments). The blend kernel runs predict_folds.py for each experiment, 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from src.cli import fail, names_list
 from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
@@ -54,4 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

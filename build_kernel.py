@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from src.cli import fail, names_list
 from src.config import ConfigError
@@ -83,4 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

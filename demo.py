@@ -208,4 +208,6 @@ def stream(args: argparse.Namespace, interactive: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

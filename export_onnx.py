@@ -13,7 +13,6 @@ without PyTorch doing the network's work. See docs/demo.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from src.cli import fail
@@ -48,4 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -66,4 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

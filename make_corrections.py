@@ -18,7 +18,6 @@ labels score at least the threshold and mark the others "remove", in
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
@@ -205,4 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -16,7 +16,6 @@ train_noisy/ and train_noisy.csv. Then train with FREESOUND_DATA_DIR pointing at
 from __future__ import annotations
 
 import argparse
-import sys
 
 from src.cli import fail
 from src.config import ConfigError
@@ -72,4 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -7,7 +7,6 @@ python make_synthetic.py --out /tmp/fat --curated-per-class 2 --max-seconds 5
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from src.config import FAT2019_CLASSES, get_paths
@@ -95,4 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

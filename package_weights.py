@@ -12,7 +12,6 @@ See docs/kaggle.md for the upload.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from src.cli import fail, names_list
 from src.config import ConfigError, get_paths
@@ -48,4 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

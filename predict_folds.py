@@ -12,7 +12,6 @@ submission.csv instead of the CV.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from src.cli import add_prediction_arguments, default_device, fail, parse_folds, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
@@ -58,4 +57,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -13,7 +13,6 @@ Locally it also prints and saves the out-of-fold lwlrap of every experiment and 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
@@ -68,4 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -6,8 +6,6 @@ Needs the out-of-fold predictions of the experiment's first-level inputs (predic
 Same folds, callbacks, resume, --force and --gpus rules as train_folds.py.
 """
 
-import sys
-
 from src.training.command import train_command
 
 
@@ -16,4 +14,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import default_device, fail
+from src.cli import check_output_file, default_device, fail
 from src.config import AUDIO, PREDICTION_AMP_CHOICES, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--top and --batch-size must be positive")
     if args.plot is not None and args.score is None:
         parser.error("--plot needs --score")
+    check_output_file(args.csv, "--csv")  # before the tagging, not after it
+    check_output_file(args.tiles_csv, "--tiles-csv")
     return args
 
 
@@ -171,4 +173,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -10,8 +10,6 @@ checkpoint model-EEE-S.pth, log.txt, log.csv and curves.png. Rerunning the same 
 resumes an interrupted fold and skips finished ones; --force starts the experiment afresh.
 """
 
-import sys
-
 from src.training.command import train_command
 
 
@@ -20,4 +18,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # one-line errors, Ctrl-C -> status 130
+
+    run_main(main)

@@ -6,21 +6,38 @@ Light on purpose: a script that only needs these must not load the training stac
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
-
-import torch
+from collections.abc import Callable
+from typing import NoReturn
 
 from src.config import N_FOLDS, PREDICTION_AMP_CHOICES, ConfigError
 from src.utils import setup_logging
 
 __all__ = [
     "add_prediction_arguments",
+    "check_output_file",
     "default_device",
     "fail",
     "names_list",
     "parse_folds",
+    "run_main",
     "setup_logging",
 ]
+
+DEBUG_ENV = "FREESOUND_DEBUG"  # set to 1: errors reaching run_main keep their traceback
+INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+_OS_ERROR_HINTS = {
+    errno.EACCES: "check its permissions, or write elsewhere (--out, FREESOUND_DATA_DIR)",
+    errno.EPERM: "check its permissions, or write elsewhere (--out, FREESOUND_DATA_DIR)",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out, FREESOUND_DATA_DIR)",
+    errno.ENOSPC: "free some disk space and run the command again",
+    errno.EDQUOT: "free some disk space (quota) and run the command again",
+    errno.EISDIR: "a folder is in the way: give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
 
 
 def fail(error: Exception) -> int:
@@ -29,7 +46,60 @@ def fail(error: Exception) -> int:
     return 1
 
 
+def os_error_message(error: OSError) -> str:
+    """'<path>: <reason> (<what to do>)' for an error of the operating system."""
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    reason = error.strerror or str(error)
+    hint = _OS_ERROR_HINTS.get(error.errno)
+    text = f"{' -> '.join(paths)}: {reason}" if paths else reason
+    return f"{text} ({hint})" if hint else text
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """Exit with the status of a script's `main`; what escapes it becomes one line on stderr:
+    Ctrl-C "interrupted" (status 130), an OS error its path and reason, a ConfigError its
+    message (status 1). Every script's `__main__` goes through here; the writers are atomic
+    and stores are built under temporary names, so an interrupted run leaves nothing
+    half-written. FREESOUND_DEBUG=1 shows the traceback instead."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = INTERRUPTED
+    except BrokenPipeError:
+        # `script | head` closed the pipe: stop quietly, as command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except OSError as error:
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        code = 1
+    except ConfigError as error:
+        code = fail(error)
+    sys.exit(code)
+
+
+def check_output_file(path: str | os.PathLike | None, option: str) -> None:
+    """An output file named on the command line, checked before the work that fills it: not a
+    folder, and a folder that can be written to (or created) above it."""
+    if path is None:
+        return
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):  # the nearest folder that exists: it gets the new ones
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: cannot write to {parent} (permission denied)")
+
+
 def default_device() -> str:
+    import torch  # here: scripts that only need run_main or fail do not load torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

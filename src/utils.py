@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +48,24 @@ def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
     with tmp.open("wb") as handle:
         np.save(handle, array)
     os.replace(tmp, path)
+
+
+@contextmanager
+def interrupts_left_to_main() -> Iterator[None]:
+    """Start worker processes under this: they ignore Ctrl-C from their first instruction.
+
+    Ctrl-C reaches the whole process group; only the main process should handle it (it stops
+    its pool, cleans up and reports one line, see cli.run_main), or every worker prints a
+    traceback. An ignored signal is inherited by forked and spawned children alike, and
+    Python then installs no handler of its own in them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; its pool starts are the ones that matter
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def geometric_mean(arrays: list[np.ndarray], eps: float = 1e-12) -> np.ndarray:

@@ -113,6 +113,9 @@ def write_training_tables(data: Path) -> None:
     folds.to_csv(data / "train_folds.csv", index=False)
     noisy = pd.DataFrame({"fname": ["n1.wav", "n2.wav", "n3.wav"], "labels": ["Bark"] * 3})
     noisy.to_csv(data / "train_noisy.csv", index=False)
+    (data / "train_noisy").mkdir()
+    for fname in noisy["fname"]:  # the noisy labels are read with a check that the audio exists
+        (data / "train_noisy" / fname).touch()
 
 
 @pytest.mark.parametrize(

@@ -75,10 +75,31 @@ def load_corrections(
     if not path.is_file():
         raise ConfigError(f"{path}: correction file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    except _DuplicateKey as duplicate:
+        raise ConfigError(
+            f"{path}: {duplicate.key!r} is listed more than once (JSON keeps only the last "
+            "entry): keep one entry per clip"
+        ) from None
     return validate_corrections(data, vocabulary, known_fnames, source=str(path))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object hook that refuses a repeated key (json.load silently keeps the last)."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
 
 
 def apply_corrections(table: pd.DataFrame, corrections: Corrections | None) -> pd.DataFrame:

@@ -4,6 +4,7 @@ labels after its corrections."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,32 @@ def read_labels_csv(
         shown = "; ".join(f"{label!r} in {names[:3]}" for label, names in list(unknown.items())[:5])
         problems.append(f"unknown labels ({len(unknown)}): {shown}")
     if audio_dir is not None:
-        audio_dir = Path(audio_dir)
-        absent = [f for f in table["fname"] if not (audio_dir / f).is_file()]
+        absent = absent_audio(table["fname"], audio_dir)
         if absent:
             problems.append(f"audio files missing from {audio_dir} ({len(absent)}): {absent[:5]}")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return table[list(LABEL_COLUMNS)].reset_index(drop=True)
+
+
+def absent_audio(fnames: Iterable[str], audio_dir: str | os.PathLike) -> list[str]:
+    """The listed file names that are not a file in `audio_dir` (a folder of that name counts
+    as absent)."""
+    audio_dir = Path(audio_dir)
+    return [f for f in fnames if not (audio_dir / f).is_file()]
+
+
+def listed_audio_files(csv_path: Path, audio_dir: Path) -> list[Path]:
+    """The audio files a set's CSV lists, every one present: a missing file is named here,
+    before the set is extracted, not found as a decoding failure after hours of work."""
+    fnames = pd.read_csv(csv_path, dtype=str, keep_default_na=False)["fname"]
+    absent = absent_audio(fnames, audio_dir)
+    if absent:
+        raise ConfigError(
+            f"{csv_path}: {len(absent)} listed audio file(s) missing from {audio_dir}: "
+            f"{absent[:5]}; restore them or remove their rows"
+        )
+    return [audio_dir / f for f in fnames]
 
 
 def make_folds(
@@ -93,6 +113,47 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     return folds
 
 
+def load_folds(paths: Paths, folds: Iterable[int] | None = None) -> pd.DataFrame:
+    """train_folds.csv, checked before any work uses it: still the folds of the current
+    train_curated.csv (when the dataset has one), and holding every fold in `folds`."""
+    table = read_folds(paths.folds_csv)
+    if paths.train_curated_csv.is_file():
+        check_folds_current(table, paths.train_curated_csv, paths.folds_csv)
+    if folds is not None:
+        have = sorted(int(f) for f in table["fold"].unique())
+        absent = sorted(set(folds) - set(have))
+        if absent:
+            raise ConfigError(
+                f"{paths.folds_csv} has no fold {', '.join(map(str, absent))} (it has folds "
+                f"{', '.join(map(str, have))}): pass --folds {','.join(map(str, have))}, or "
+                "rerun `python make_folds.py` (5 folds by default)"
+            )
+    return table
+
+
+def check_folds_current(folds: pd.DataFrame, curated_csv: Path, folds_csv: Path) -> None:
+    """The folds must list exactly the clips and labels of train_curated.csv: folds made from
+    an older version would validate on the wrong clips or train on old labels."""
+    curated = pd.read_csv(curated_csv, dtype=str, keep_default_na=False)
+    if not set(LABEL_COLUMNS) <= set(curated.columns):
+        return  # read_labels_csv reports a malformed curated CSV where it is read
+    now = dict(zip(curated["fname"], curated["labels"]))
+    then = dict(zip(folds["fname"], folds["labels"].fillna("")))
+    added = [f for f in now if f not in then]
+    removed = [f for f in then if f not in now]
+    relabelled = [f for f in now if f in then and now[f] != then[f]]
+    changes = [
+        f"{what} ({len(names)}): {names[:3]}"
+        for what, names in (("added", added), ("removed", removed), ("relabelled", relabelled))
+        if names
+    ]
+    if changes:
+        raise ConfigError(
+            f"{folds_csv} is stale: {curated_csv.name} changed since make_folds.py made it "
+            f"(clips {'; '.join(changes)}); rerun `python make_folds.py`"
+        )
+
+
 # --------------------------------------------------------------------------------------
 # Label tables of an experiment
 # --------------------------------------------------------------------------------------
@@ -115,7 +176,7 @@ def load_label_tables(
     skip_missing_corrections: bool = False,
 ) -> LabelTables:
     """The experiment's training labels: folds + curated corrections, noisy set per config."""
-    curated = read_folds(paths.folds_csv)
+    curated = load_folds(paths)
     check_labels(curated, vocabulary, paths.folds_csv)
     mode = "if-present" if skip_missing_corrections else "required"
     curated_fix = find_corrections(
@@ -124,7 +185,7 @@ def load_label_tables(
     curated = apply_corrections(curated, curated_fix)
     noisy = corrected = pd.DataFrame(columns=["fname", "labels"])
     if need_noisy:
-        noisy = read_labels_csv(paths.train_noisy_csv, vocabulary)
+        noisy = read_labels_csv(paths.train_noisy_csv, vocabulary, paths.train_noisy_dir)
         noisy_fix = find_corrections(
             paths.corrections_dir, corrections.get("noisy"), vocabulary, noisy["fname"], mode
         )

@@ -39,6 +39,8 @@ from tqdm import tqdm
 
 from src.config import AUDIO, AudioConfig, ConfigError, Paths
 from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
+from src.data.labels import listed_audio_files
+from src.utils import interrupts_left_to_main
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,8 @@ def _results(files: Sequence[Path], extraction: Extraction, config: AudioConfig)
     if extraction.workers > 1:
         # fork starts in milliseconds; a process that already holds CUDA must spawn.
         method = "spawn" if torch.cuda.is_initialized() or os.name != "posix" else "fork"
-        pool = get_context(method).Pool(extraction.workers, _init_worker, init_args)
+        with interrupts_left_to_main():
+            pool = get_context(method).Pool(extraction.workers, _init_worker, init_args)
         chunk = max(1, min(16, len(files) // (4 * extraction.workers)))
         decoded = pool.imap(_process, files, chunksize=chunk)
     else:
@@ -323,14 +326,12 @@ def default_extraction_workers() -> int:
 
 
 def curated_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
-    table = pd.read_csv(paths.train_curated_csv, dtype=str)
-    files = [paths.train_curated_dir / f for f in table["fname"]]
+    files = listed_audio_files(paths.train_curated_csv, paths.train_curated_dir)
     return get_store("curated", files, paths.cache_dir, extraction)
 
 
 def noisy_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
-    table = pd.read_csv(paths.train_noisy_csv, dtype=str)
-    files = [paths.train_noisy_dir / f for f in table["fname"]]
+    files = listed_audio_files(paths.train_noisy_csv, paths.train_noisy_dir)
     return get_store("noisy", files, paths.cache_dir, extraction)
 
 

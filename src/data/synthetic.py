@@ -58,6 +58,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from src.config import AUDIO, FAT2019_CLASSES, Vocabulary
+from src.utils import interrupts_left_to_main
 
 SAMPLE_RATE = AUDIO.sampling_rate
 GENERATOR_VERSION = 1
@@ -600,7 +601,9 @@ def _generate_into(
     bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
     with bar:
         if workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with interrupts_left_to_main():
+                pool = multiprocessing.get_context("spawn").Pool(workers)
+            with pool:
                 for _ in pool.imap_unordered(_write_clip, jobs, chunksize=4):
                     bar.update()
         else:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
-from src.data.labels import read_folds, read_labels_csv
+from src.data.labels import load_folds, read_labels_csv
 from src.data.store import test_store
 from src.experiments import tile_steps
 from src.prediction.experiment import predict_set_cached
@@ -99,7 +99,7 @@ def stacking_oof(name: str, paths: Paths, device: str) -> pd.DataFrame:
     recorded classes."""
     stacking = load_stacking(paths.experiment_dir(name), name, device)
     config = experiment_config(paths.experiment_dir(name))
-    folds = read_folds(paths.folds_csv)
+    folds = load_folds(paths)
     inputs = read_oof_tiles(
         paths.predictions_dir,
         config["inputs"],

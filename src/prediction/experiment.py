@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from src.config import Paths, Vocabulary
-from src.data.labels import read_folds, read_labels_csv
+from src.data.labels import load_folds, read_labels_csv
 from src.data.store import curated_store, test_store
 from src.experiments import tile_steps
 from src.prediction.tables import (
@@ -189,10 +189,11 @@ def predict_experiment(
     # the same set (matched by name in the CV and the submission): checked before any work.
     check_experiment_classes(paths, vocabulary, [name])
     out = paths.prediction_dir(name)
-    test = test_store(paths)
     validate = not paths.kernel  # a kernel predicts the test set only, as the original's
     if validate:
-        folds = read_folds(paths.folds_csv)
+        folds = load_folds(paths, checkpoints)  # checked before any extraction
+    test = test_store(paths)
+    if validate:
         curated = curated_store(paths)
 
     test_frames, val_frames = [], []

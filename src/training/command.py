@@ -14,6 +14,7 @@ import torch
 
 from src.cli import default_device, fail, parse_folds
 from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
+from src.data.labels import load_folds
 from src.experiment_files import load_experiment
 from src.experiments import FIRST_LEVEL, STACKING
 from src.models.argus_models import resolve_amp
@@ -148,6 +149,7 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
             raise ConfigError(f"{name} is not a {kind} experiment: use {other}")
         folds = parse_folds(args.folds)
+        load_folds(paths, folds)  # stale or missing folds stop here, before any extraction
         options = run_options(args)
         context = None
         if launched_by_torchrun():

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from src.config import Paths, Vocabulary, get_paths, load_vocabulary, vocabulary_source
 from src.data.corrections import apply_corrections, find_corrections
-from src.data.labels import check_labels, read_folds
+from src.data.labels import check_labels, load_folds
 from src.models.argus_models import StackingModel
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.runs import check_oof_inputs, read_oof_tiles
@@ -41,7 +41,7 @@ def load_stacking_data(
     config: dict, paths: Paths, vocabulary: Vocabulary, corrections: str = "required"
 ) -> StackingData:
     """Out-of-fold inputs and corrected targets of the curated clips (removed ones excluded)."""
-    folds = read_folds(paths.folds_csv)
+    folds = load_folds(paths)
     check_labels(folds, vocabulary, paths.folds_csv)
     check_oof_inputs(paths.predictions_dir, config["inputs"], sorted(folds["fold"].unique()))
     fixes = find_corrections(

@@ -53,7 +53,9 @@ def test_predict_refuses_a_fold_that_train_folds_csv_lacks(tiny_data, capsys):
     make_folds("--folds", "3")
     experiment = tiny_data / "experiments" / "fake"
     (experiment / "fold_3").mkdir(parents=True)
-    (experiment / "params.json").write_text(json.dumps({"config": {"crop_size": 64}}))
+    classes = pd.read_csv(tiny_data / "sample_submission.csv", nrows=0).columns[1:].tolist()
+    params = {"config": {"crop_size": 64}, "classes": classes}
+    (experiment / "params.json").write_text(json.dumps(params))
     (experiment / "fold_3" / "model-001-0.500000.pth").write_bytes(b"never loaded")
     code = predict_folds.main(["--experiment", "fake", "--folds", "3", "--device", "cpu"])
     assert code == 1

@@ -88,6 +88,20 @@ def read_params(experiment_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def check_trained_folds(experiment_dir: Path, digest: str, folds_csv: Path) -> None:
+    """The experiment must have been trained on the split `digest` fingerprints (see
+    data.labels.folds_digest): after make_folds.py is rerun with another seed or fold count, its
+    "out-of-fold" predictions would score clips its models trained on. Records without the
+    fingerprint (older versions, imported weights) are not checked."""
+    recorded = (read_params(experiment_dir) or {}).get("folds")
+    if recorded is not None and recorded != digest:
+        raise ConfigError(
+            f"{folds_csv} changed since {experiment_dir.name} was trained (make_folds.py was "
+            "rerun): its out-of-fold predictions would score clips its models trained on; "
+            "restore that train_folds.csv, or retrain the experiment with --force"
+        )
+
+
 def experiment_config(experiment_dir: Path) -> dict:
     """The configuration a trained experiment was trained with (what prediction uses)."""
     record = read_params(experiment_dir)

@@ -124,3 +124,20 @@ def test_duplicate_key_in_a_corrections_file_is_refused(tmp_path):
         load_corrections(path, Vocabulary())
     message = str(error.value)
     assert str(path) in message and "'a.wav' is listed more than once" in message
+
+
+def test_folds_remade_after_training_are_refused(tiny_data, capsys):
+    """make_folds.py rerun with another seed: the same clips and labels (not stale), another
+    split, so the "out-of-fold" predictions would score clips the models trained on."""
+    code, err = train(capsys, "auxiliary_016", "--folds", "0", "--set", "max_epochs=1")
+    assert code == 0, err
+    make_folds("--seed", "7")
+    argv = ["--experiment", "auxiliary_016", "--folds", "0", "--device", "cpu", "--no-progress"]
+    assert predict_folds.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train_folds.csv changed since auxiliary_016 was trained" in err
+    assert not (tiny_data / "predictions").exists()
+    code, err = train(capsys, "auxiliary_016", "--folds", "0", "--set", "max_epochs=1")
+    assert code == 1 and "a different folds" in err
+    make_folds()  # the split it was trained on
+    assert predict_folds.main(argv) == 0

@@ -3,6 +3,7 @@ labels after its corrections."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -111,6 +112,14 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise ConfigError(f"{path}: missing column(s) {missing}; rerun `python make_folds.py`")
     return folds
+
+
+def folds_digest(folds: pd.DataFrame) -> str:
+    """A fingerprint of which clip is in which fold. Recorded in params.json at training: the
+    out-of-fold predictions of an experiment are only out of fold for the split it trained on."""
+    pairs = sorted(zip(folds["fname"].astype(str), folds["fold"].astype(int)))
+    text = "\n".join(f"{fname}\t{fold}" for fname, fold in pairs)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def load_folds(paths: Paths, folds: Iterable[int] | None = None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from src.config import Paths, Vocabulary
-from src.data.labels import load_folds, read_labels_csv
+from src.data.labels import folds_digest, load_folds, read_labels_csv
 from src.data.store import curated_store, test_store
 from src.experiments import tile_steps
 from src.prediction.tables import (
@@ -37,6 +37,7 @@ from src.runs import (
     PROBS_FILE,
     TEST_DIR,
     check_experiment_classes,
+    check_trained_folds,
     checkpoint_classes,
     checkpoint_digest,
     experiment_config,
@@ -192,6 +193,7 @@ def predict_experiment(
     validate = not paths.kernel  # a kernel predicts the test set only, as the original's
     if validate:
         folds = load_folds(paths, checkpoints)  # checked before any extraction
+        check_trained_folds(paths.experiment_dir(name), folds_digest(folds), paths.folds_csv)
     test = test_store(paths)
     if validate:
         curated = curated_store(paths)

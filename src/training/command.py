@@ -14,7 +14,7 @@ import torch
 
 from src.cli import default_device, fail, parse_folds
 from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
-from src.data.labels import load_folds
+from src.data.labels import folds_digest, load_folds
 from src.experiment_files import load_experiment
 from src.experiments import FIRST_LEVEL, STACKING
 from src.models.argus_models import resolve_amp
@@ -149,7 +149,7 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
             raise ConfigError(f"{name} is not a {kind} experiment: use {other}")
         folds = parse_folds(args.folds)
-        load_folds(paths, folds)  # stale or missing folds stop here, before any extraction
+        split = load_folds(paths, folds)  # stale or missing folds stop here, before extraction
         options = run_options(args)
         context = None
         if launched_by_torchrun():
@@ -167,7 +167,12 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         else:
             load, build, builder = load_stacking_data, build_stacking_fold, stacking_fold_builder
         experiment_dir = paths.experiment_dir(name)
-        record = {"config": config, "classes": list(vocabulary.classes), "seed": options.seed}
+        record = {
+            "config": config,
+            "classes": list(vocabulary.classes),
+            "seed": options.seed,
+            "folds": folds_digest(split),
+        }
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:

@@ -95,6 +95,8 @@ def prepare_experiment_dir(
         else:
             existing = _what_shapes_the_run(json.loads(params_path.read_text()))
             wanted = _what_shapes_the_run(json.loads(json.dumps(record)))  # tuples -> lists
+            # A record of an older version has no folds fingerprint: it cannot be compared.
+            existing.setdefault("folds", wanted.get("folds"))
             changed = sorted(key for key in record if existing.get(key) != wanted[key])
             if changed:
                 raise ExperimentExistsError(

@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader
 
 from src.config import Paths, Vocabulary, get_paths, load_vocabulary, vocabulary_source
 from src.data.corrections import apply_corrections, find_corrections
-from src.data.labels import check_labels, load_folds
+from src.data.labels import check_labels, folds_digest, load_folds
 from src.models.argus_models import StackingModel
 from src.models.metrics import Lwlrap, MultiAccuracy
-from src.runs import check_oof_inputs, read_oof_tiles
+from src.runs import check_oof_inputs, check_trained_folds, read_oof_tiles
 from src.training.datasets import EpochSampler, StackingDataset
 from src.training.distributed import distribute, shard_dataset
 from src.training.loop import FoldParts, RunOptions
@@ -44,6 +44,8 @@ def load_stacking_data(
     folds = load_folds(paths)
     check_labels(folds, vocabulary, paths.folds_csv)
     check_oof_inputs(paths.predictions_dir, config["inputs"], sorted(folds["fold"].unique()))
+    for name in config["inputs"]:
+        check_trained_folds(paths.experiment_dir(name), folds_digest(folds), paths.folds_csv)
     fixes = find_corrections(
         paths.corrections_dir,
         config["corrections"].get("curated"),

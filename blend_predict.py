@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import fail, names_list
+from src.cli import check_output_file, fail, names_list
 from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
 from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
 from src.runs import PROBS_FILE, read_probs
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not names:
             raise ConfigError("--experiments names no experiment")
+        check_output_file(args.out, "--out")
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
         frames = []

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import fail
+from src.cli import check_output_file, fail
 from src.config import AUDIO, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 
@@ -111,6 +111,8 @@ def choose_checkpoint(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_output_file(args.dump, "--dump")  # before streaming, not after it
+        check_output_file(args.screenshot, "--screenshot")
         from src.tools import live
 
         if args.list_devices:

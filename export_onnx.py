@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.cli import fail
+from src.cli import check_output_file, fail
 from src.config import ConfigError
 
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from src.tools.onnx_export import TOLERANCE, export_checkpoint
 
     try:
+        check_output_file(args.out, "--out")
         report = export_checkpoint(args.checkpoint, args.out, args.opset)
     except ConfigError as error:
         return fail(error)

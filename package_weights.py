@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import fail, names_list
+from src.cli import check_output_file, fail, names_list
 from src.config import ConfigError, get_paths
 from src.experiments import STACKING
 from src.kaggle.build import package_weights, upload_instructions
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not names:
             raise ConfigError("--experiments names no experiment")
+        check_output_file(args.out, "--out")
         package = package_weights(get_paths().experiments_dir, names, args.out)
     except ConfigError as error:
         return fail(error)

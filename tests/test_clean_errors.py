@@ -165,6 +165,26 @@ def test_folder_named_like_the_output_file_is_refused_before_tagging(tmp_path):
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.parametrize(
+    "script, args, option",
+    [
+        ("blend_predict.py", ["--experiments", "a,b"], "--out"),
+        ("export_onnx.py", ["model.pth"], "--out"),
+        ("package_weights.py", ["--experiments", "a"], "--out"),
+        ("demo.py", ["--input", "clip.wav", "--headless", "--model", "model.pth"], "--dump"),
+    ],
+)
+def test_every_output_file_option_is_checked_before_the_work(tmp_path, script, args, option):
+    write_wav(tmp_path / "clip.wav", tone(1.0))
+    (tmp_path / "model.pth").write_bytes(b"not read: the output is checked first")
+    out = tmp_path / "out.file"
+    out.mkdir()
+    args = [str(tmp_path / a) if a in ("model.pth", "clip.wav") else a for a in args]
+    result = run(script, *args, option, str(out))
+    assert result.returncode == 1
+    assert one_error_line(result) == f"error: {option} {out}: is a folder; give a file name"
+
+
 def test_folder_named_like_an_audio_file(tmp_path):
     folder = tmp_path / "x.wav"
     folder.mkdir()

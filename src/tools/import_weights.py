@@ -34,7 +34,15 @@ from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
 from src.models import MODELS
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES
-from src.runs import CHECKPOINT_GLOB, CHECKPOINT_PATTERN, FINISHED_FILE, PARAMS_FILE
+from src.runs import (
+    CHECKPOINT_GLOB,
+    CHECKPOINT_PATTERN,
+    FINISHED_FILE,
+    PARAMS_FILE,
+    CheckpointError,
+    argus_state,
+    read_checkpoint,
+)
 from src.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -163,18 +171,9 @@ def best_per_fold(files: Sequence[SourceFile]) -> dict[int, SourceFile]:
 
 def read_original(item: SourceFile) -> dict:
     try:
-        data = torch.load(io.BytesIO(item.read()), map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or not a checkpoint at all
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImportFailure(
-            f"{item.where}: cannot read (truncated or corrupt file?): {reason}"
-        ) from None
-    missing = {"model_name", "params", "nn_state_dict"} - set(
-        data if isinstance(data, dict) else ()
-    )
-    if missing:
-        raise ImportFailure(f"{item.where}: not an argus checkpoint (no {', '.join(missing)})")
-    return data
+        return argus_state(read_checkpoint(io.BytesIO(item.read()), item.where), item.where)
+    except CheckpointError as error:  # truncated, corrupt, refused, or not a checkpoint
+        raise ImportFailure(str(error)) from None
 
 
 def rename_key(key: str, architecture: Architecture) -> str | None:

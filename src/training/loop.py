@@ -55,6 +55,7 @@ from src.runs import (
     best_checkpoint,
     fold_dir,
     fold_finished,
+    read_checkpoint,
     read_finished,
 )
 from src.training.distributed import barrier, sum_across_ranks
@@ -385,7 +386,7 @@ def load_resume_state(fold_dir: Path, map_location: str | torch.device = "cpu") 
     path = fold_dir / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return read_checkpoint(path, map_location=map_location)
 
 
 def _restore(parts: FoldParts, saved: dict) -> int:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from src.config import AUDIO, AudioConfig, ConfigError, Paths
 from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
+from src.utils import remove_leftovers, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +286,14 @@ def get_store(
         )
     target = Path(cache_dir) / f"{set_name}-{store_key(files, config)}"
     if not (target / MANIFEST_FILE).is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        extraction = extraction or Extraction(workers=default_extraction_workers())
-        log.info("extracting %d %s clips into %s", len(files), set_name, target)
-        _write_store(target, files, set_name, extraction, config, progress)
+        # One builder per store: a second process waits for the first, then reads its store.
+        lock = target.with_name(f".{target.name}.lock")
+        with writer_lock(lock, f"the {set_name} store {target}", wait=True):
+            if not (target / MANIFEST_FILE).is_file():
+                remove_leftovers(target.parent, prefix=f"{target.name}.")  # killed builders'
+                extraction = extraction or Extraction(workers=default_extraction_workers())
+                log.info("extracting %d %s clips into %s", len(files), set_name, target)
+                _write_store(target, files, set_name, extraction, config, progress)
     return SpectrogramStore(target)
 
 

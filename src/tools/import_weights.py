@@ -43,7 +43,7 @@ from src.runs import (
     argus_state,
     read_checkpoint,
 )
-from src.utils import write_json_atomic
+from src.utils import remove_leftovers, write_json_atomic, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,25 @@ def import_experiment(
     source: Path,
     force: bool = False,
 ) -> ImportResult:
-    """Convert every fold of one experiment, then move it into place in one rename."""
+    """Convert every fold of one experiment, then move it into place in one rename. One
+    process imports an experiment at a time (LockedError naming the other); holding the
+    lock, it first removes a killed import's staging and replaced folders."""
+    experiments_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = experiments_dir.parent / f".{experiment}.import.lock"
+    with writer_lock(lock, f"the import of {experiment}"):
+        for prefix in (f".import-{experiment}.", f".replaced-{experiment}."):
+            remove_leftovers(experiments_dir.parent, prefix=prefix)
+        return _import_experiment(experiment, files, experiments_dir, vocabulary, source, force)
+
+
+def _import_experiment(
+    experiment: str,
+    files: Sequence[SourceFile],
+    experiments_dir: Path,
+    vocabulary: Vocabulary,
+    source: Path,
+    force: bool,
+) -> ImportResult:
     result = ImportResult(experiment)
     target = experiments_dir / experiment
     if target.exists() and not force:
@@ -356,7 +374,7 @@ def import_experiment(
     experiments_dir.mkdir(parents=True, exist_ok=True)
     # Staged beside experiments/ (same file system, so the rename is atomic), never inside it:
     # a killed import must not leave a folder there that looks like an experiment.
-    staging = experiments_dir.parent / f".import-{experiment}-{os.getpid()}"
+    staging = experiments_dir.parent / f".import-{experiment}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for fold, item in folds.items():
@@ -391,7 +409,7 @@ def import_experiment(
         }
         write_json_atomic(record, staging / PARAMS_FILE)
         if target.exists():
-            trash = experiments_dir.parent / f".replaced-{experiment}-{os.getpid()}"
+            trash = experiments_dir.parent / f".replaced-{experiment}.tmp-{os.getpid()}"
             os.replace(target, trash)
             os.replace(staging, target)
             shutil.rmtree(trash, ignore_errors=True)

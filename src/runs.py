@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,69 @@ PROBS_FILE = "probs.csv"
 DONE_FILE = "done.json"  # what a prediction folder was made from (its cache key)
 OOF_DIR = "val"
 TEST_DIR = "test"
+
+
+# --------------------------------------------------------------------------------------
+# Reading .pth files
+# --------------------------------------------------------------------------------------
+
+
+class CheckpointError(ConfigError):
+    """A .pth file that cannot be read, or is refused because loading it would run code."""
+
+
+def read_checkpoint(
+    source: str | os.PathLike | IO[bytes],
+    where: str | os.PathLike | None = None,
+    map_location: str | object = "cpu",
+) -> object:
+    """The plain data of a .pth file (`source`: a path or an open binary file; `where` names it
+    in errors). Every .pth the project reads (checkpoints, resume states, the original's files)
+    comes through here.
+
+    `weights_only=True` is passed explicitly: torch's default is False before torch 2.6 and
+    under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, and then a crafted file runs its code while it is
+    unpickled. Plain data (tensors, dicts, lists, numbers, strings) is all our files hold.
+    """
+    import torch  # not at the top: the kernel's orchestrating process reads runs without torch
+
+    where = str(where if where is not None else source)
+    if not hasattr(source, "read") and not Path(source).is_file():
+        raise CheckpointError(f"{where}: checkpoint not found")
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if str(error).startswith("Weights only load failed"):
+            raise CheckpointError(
+                f"{where}: refused: it holds more than plain data (loading it could run code): "
+                f"{_refusal_reason(str(error))}"
+            ) from None
+        raise CheckpointError(f"{where}: {_unreadable(error)}") from None
+    except Exception as error:  # truncated, corrupt, or not a torch file at all
+        raise CheckpointError(f"{where}: {_unreadable(error)}") from None
+
+
+def _refusal_reason(message: str) -> str:
+    """The line of torch's weights-only refusal that names the offending object."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named or lines[-1:] or ["not plain data"])[0]
+
+
+def _unreadable(error: Exception) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    reason = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return f"cannot read (truncated or corrupt file?): {reason}"
+
+
+def argus_state(data: object, where: str | os.PathLike) -> dict:
+    """`data` checked to be an argus checkpoint: model_name, params, nn_state_dict."""
+    missing = {"model_name", "params", "nn_state_dict"} - set(
+        data if isinstance(data, dict) else ()
+    )
+    if missing:
+        raise CheckpointError(f"{where}: not an argus checkpoint (no {', '.join(sorted(missing))})")
+    return data
 
 
 # --------------------------------------------------------------------------------------

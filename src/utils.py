@@ -1,11 +1,15 @@
-"""Small helpers used across the package: atomic writes, geometric means, logging set-up."""
+"""Small helpers used across the package: atomic writes, one writer per folder, geometric
+means, logging set-up."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
+import shutil
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,16 +19,139 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.config import ConfigError
 
-def _tmp_name(path: Path) -> Path:
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here; one writer per folder is not enforced
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+
+def tmp_name(path: str | os.PathLike) -> Path:
+    """The temporary name `path` is written under before its rename: hidden, and unique per
+    process (`.NAME.tmp-PID`), so two writers never write into the same temporary file."""
+    path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+# --------------------------------------------------------------------------------------
+# One writer per folder
+# --------------------------------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+class LockedError(ConfigError):
+    """Another process is writing the same folder (a fold, a store, predictions, an import)."""
+
+
+@contextmanager
+def writer_lock(lock_path: str | os.PathLike, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold the exclusive lock of `lock_path` (for a folder: `folder / LOCK_FILE`) while the
+    block runs: a second process raises LockedError naming the holder (pid and host), or
+    with `wait` blocks until the holder is done.
+
+    An advisory `flock` on the file, which says who holds it: the system drops the lock when
+    its holder ends however it ends (a kill included), so a lock is never stale. The file is
+    removed on release, while still locked; a process that opened it before then finds it gone
+    once it gets the lock, and locks the new file instead. Not enforced on Windows (no fcntl)
+    nor on file systems without locks (a warning).
+    """
+    lock_path = Path(lock_path)
+    if fcntl is None:
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock_file(lock_path, what, wait)
+    if fd is None:
+        yield
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)  # also for forked children sharing the descriptor
+        os.close(fd)
+
+
+def _lock_file(lock_path: Path, what: str, wait: bool) -> int | None:
+    """The locked descriptor of `lock_path` (None where locks do not work)."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(lock_path)
+                if not wait:
+                    raise LockedError(
+                        f"{what} is being written by another process ({holder}; "
+                        f"lock {lock_path}): wait for it to finish or stop it"
+                    ) from None
+                log.info("waiting for %s: another process (%s) is writing it", what, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:  # e.g. ENOLCK on some network file systems
+            os.close(fd)
+            log.warning("%s: cannot lock (%s): a second writer is not detected", lock_path, error)
+            return None
+        except BaseException:  # LockedError, or Ctrl-C while waiting
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        os.close(fd)  # the previous holder removed this file when it let go: lock the new one
+
+
+def _lock_holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
+
+
+_TMP_SUFFIX = re.compile(r"\.tmp(-\d+)?$")
+
+
+def remove_leftovers(
+    folder: str | os.PathLike, prefix: str = ".", recursive: bool = False
+) -> list[Path]:
+    """Delete the temporary files and folders (`*.tmp-PID`, or an older `*.tmp`) whose names
+    start with `prefix` in `folder` (and its subfolders with `recursive`): what killed writers
+    left. Call it only while holding the folder's writer lock: then no living process writes
+    them. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if name.startswith(prefix) and _TMP_SUFFIX.search(name):
+                entry = Path(parent) / name
+                if name in dirs and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+        dirs[:] = [d for d in dirs if Path(parent, d) not in removed] if recursive else []
+    if removed:
+        log.info("%s: removed %d leftovers of an interrupted run", folder, len(removed))
+    return removed
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     """Write to a temporary name beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -36,7 +163,7 @@ def write_json_atomic(data: object, path: str | os.PathLike) -> None:
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, **kwargs) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     frame.to_csv(tmp, index=kwargs.pop("index", False), **kwargs)
     os.replace(tmp, path)
 
@@ -44,7 +171,7 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, **kwargs) -> 
 def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     with tmp.open("wb") as handle:
         np.save(handle, array)
     os.replace(tmp, path)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from src.config import AUDIO, AudioConfig, ConfigError, Paths
 from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
 from src.data.labels import listed_audio_files
-from src.utils import interrupts_left_to_main
+from src.utils import interrupts_left_to_main, remove_leftovers, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -299,20 +299,25 @@ def get_store(
             target,
         )
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        extraction = extraction or Extraction(workers=default_extraction_workers())
-        others = sorted(
-            p.name
-            for p in target.parent.glob(f"{set_name}-*")
-            if ".tmp-" not in p.name and (p / MANIFEST_FILE).is_file()
-        )
-        why = (
-            f"files (names, sizes, mtimes) or audio settings differ from those of {others[-3:]}"
-            if others
-            else "no store of this set yet"
-        )
-        log.info("extracting %d %s clips into %s: %s", len(files), set_name, target, why)
-        _write_store(target, files, set_name, extraction, config, progress)
+        # One builder per store: a second process waits for the first, then reads its store.
+        lock = target.with_name(f".{target.name}.lock")
+        with writer_lock(lock, f"the {set_name} store {target}", wait=True):
+            if not (target / MANIFEST_FILE).is_file():
+                remove_leftovers(target.parent, prefix=f"{target.name}.")  # killed builders'
+                extraction = extraction or Extraction(workers=default_extraction_workers())
+                others = sorted(
+                    p.name
+                    for p in target.parent.glob(f"{set_name}-*")
+                    if ".tmp-" not in p.name and (p / MANIFEST_FILE).is_file()
+                )
+                why = (
+                    "files (names, sizes, mtimes) or audio settings differ from those of "
+                    f"{others[-3:]}"
+                    if others
+                    else "no store of this set yet"
+                )
+                log.info("extracting %d %s clips into %s: %s", len(files), set_name, target, why)
+                _write_store(target, files, set_name, extraction, config, progress)
     return SpectrogramStore(target)
 
 

@@ -1,7 +1,7 @@
 """The argus models: FreesoundModel trains and runs the CNNs, StackingModel the MLPs.
 
-Params are JSON-like (so a checkpoint loads with `torch.load(weights_only=True)`, which
-`argus.load_model` uses on torch >= 2.6):
+Params are JSON-like, so a checkpoint is plain data: the project reads every .pth with
+`weights_only=True` (`src.runs.read_checkpoint`), and argus.load_model can still read it:
 
     {"nn_module": ("AuxSkipAttention", {"num_classes": 80, ...}),
      "loss": ("OnlyNoisyLSoftLoss", {"beta": 0.7, ...}),

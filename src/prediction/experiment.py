@@ -45,7 +45,14 @@ from src.runs import (
     fold_dir,
     read_probs,
 )
-from src.utils import save_npy_atomic, write_csv_atomic, write_json_atomic
+from src.utils import (
+    LOCK_FILE,
+    remove_leftovers,
+    save_npy_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+    writer_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +178,17 @@ def present(fnames: Sequence[str], store, what: str) -> list[str]:
     return kept
 
 
-def predict_experiment(
+def predict_experiment(name: str, paths: Paths, *args, **kwargs) -> dict:
+    """`_predict_experiment` (arguments and result) by the one writer of the experiment's
+    prediction folder: a second process stops with LockedError naming the holder. Holding
+    the lock, it first removes what a killed writer left (temporary files)."""
+    out = paths.prediction_dir(name)
+    with writer_lock(out / LOCK_FILE, f"the predictions of {name} ({out})"):
+        remove_leftovers(out, recursive=True)
+        return _predict_experiment(name, paths, *args, **kwargs)
+
+
+def _predict_experiment(
     name: str,
     paths: Paths,
     vocabulary: Vocabulary,

@@ -16,14 +16,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import argus
 import numpy as np
 import torch
 
 from src.augment.deltas import stack_deltas
 from src.config import PREDICTION_AMP_CHOICES
-from src.models import argus_models  # noqa: F401  (defines the classes argus.load_model finds)
+from src.models.argus_models import FreesoundModel, StackingModel
+from src.runs import CheckpointError, argus_state, read_checkpoint
 from src.utils import strip_compile_prefix
+
+# The classes a checkpoint may name (its `model_name`): nothing else is built from a file.
+CHECKPOINT_CLASSES = {cls.__name__: cls for cls in (FreesoundModel, StackingModel)}
 
 
 def tile_layout(width: int, tile: int, step: int) -> tuple[int, int, int]:
@@ -67,30 +70,33 @@ def load_checkpoint(
 ):
     """An argus checkpoint loaded for prediction only (no optimizer, no loss).
 
-    argus finds the checkpoint's class (FreesoundModel or StackingModel) by its recorded name
-    among the classes defined so far: `src.models.argus_models`, imported above, defines both.
-    CNNs predict in `amp` (default: `prediction_amp()`, float32 unless a script's --amp asked
-    otherwise), never in the precision recorded at training. Keys with torch.compile's
+    The file is read as plain data (`src.runs.read_checkpoint`, weights_only=True) and the
+    model built here from its recorded class name and params, as `argus.load_model` would
+    (which leaves `weights_only` to torch's default). Only the project's own classes are
+    built. CNNs predict in `amp` (default: `prediction_amp()`, float32 unless a script's --amp
+    asked otherwise), never in the precision recorded at training. Keys with torch.compile's
     `_orig_mod.` prefix (written by --compile runs of earlier versions) load as plain keys.
     """
-    amp = amp or _prediction_amp
-
-    def prediction_params(params: dict) -> dict:
-        if "amp" in params:  # FreesoundModel; StackingModel has no precision setting
-            params["amp"] = amp
-        return params
-
-    def plain_keys(nn_state_dict, optimizer_state_dict):
-        return strip_compile_prefix(nn_state_dict), optimizer_state_dict
-
-    return argus.load_model(
-        str(path),
-        device=str(device),
-        optimizer=None,
-        loss=None,
-        change_params_func=prediction_params,
-        change_state_dict_func=plain_keys,
-    )
+    state = argus_state(read_checkpoint(path), path)
+    model_class = CHECKPOINT_CLASSES.get(state["model_name"])
+    if model_class is None:
+        raise CheckpointError(
+            f"{path}: unknown model class {state['model_name']!r} "
+            f"(expected one of {', '.join(CHECKPOINT_CLASSES)})"
+        )
+    params = dict(state["params"], device=str(device), optimizer=None, loss=None)
+    if "amp" in params:  # FreesoundModel; StackingModel has no precision setting
+        params["amp"] = amp or _prediction_amp
+    try:
+        model = model_class(params)
+        model.get_nn_module().load_state_dict(strip_compile_prefix(state["nn_state_dict"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"{path}: the weights do not fit the recorded network: {type(error).__name__}: {first}"
+        ) from None
+    model.eval()
+    return model
 
 
 def output_count(model) -> int:

@@ -34,8 +34,16 @@ from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
 from src.models import MODELS
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES
-from src.runs import CHECKPOINT_GLOB, CHECKPOINT_PATTERN, FINISHED_FILE, PARAMS_FILE
-from src.utils import write_json_atomic
+from src.runs import (
+    CHECKPOINT_GLOB,
+    CHECKPOINT_PATTERN,
+    FINISHED_FILE,
+    PARAMS_FILE,
+    CheckpointError,
+    argus_state,
+    read_checkpoint,
+)
+from src.utils import remove_leftovers, write_json_atomic, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -163,18 +171,9 @@ def best_per_fold(files: Sequence[SourceFile]) -> dict[int, SourceFile]:
 
 def read_original(item: SourceFile) -> dict:
     try:
-        data = torch.load(io.BytesIO(item.read()), map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or not a checkpoint at all
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImportFailure(
-            f"{item.where}: cannot read (truncated or corrupt file?): {reason}"
-        ) from None
-    missing = {"model_name", "params", "nn_state_dict"} - set(
-        data if isinstance(data, dict) else ()
-    )
-    if missing:
-        raise ImportFailure(f"{item.where}: not an argus checkpoint (no {', '.join(missing)})")
-    return data
+        return argus_state(read_checkpoint(io.BytesIO(item.read()), item.where), item.where)
+    except CheckpointError as error:  # truncated, corrupt, refused, or not a checkpoint
+        raise ImportFailure(str(error)) from None
 
 
 def rename_key(key: str, architecture: Architecture) -> str | None:
@@ -333,7 +332,25 @@ def import_experiment(
     source: Path,
     force: bool = False,
 ) -> ImportResult:
-    """Convert every fold of one experiment, then move it into place in one rename."""
+    """Convert every fold of one experiment, then move it into place in one rename. One
+    process imports an experiment at a time (LockedError naming the other); holding the
+    lock, it first removes a killed import's staging and replaced folders."""
+    experiments_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = experiments_dir.parent / f".{experiment}.import.lock"
+    with writer_lock(lock, f"the import of {experiment}"):
+        for prefix in (f".import-{experiment}.", f".replaced-{experiment}."):
+            remove_leftovers(experiments_dir.parent, prefix=prefix)
+        return _import_experiment(experiment, files, experiments_dir, vocabulary, source, force)
+
+
+def _import_experiment(
+    experiment: str,
+    files: Sequence[SourceFile],
+    experiments_dir: Path,
+    vocabulary: Vocabulary,
+    source: Path,
+    force: bool,
+) -> ImportResult:
     result = ImportResult(experiment)
     target = experiments_dir / experiment
     if target.exists() and not force:
@@ -357,7 +374,7 @@ def import_experiment(
     experiments_dir.mkdir(parents=True, exist_ok=True)
     # Staged beside experiments/ (same file system, so the rename is atomic), never inside it:
     # a killed import must not leave a folder there that looks like an experiment.
-    staging = experiments_dir.parent / f".import-{experiment}-{os.getpid()}"
+    staging = experiments_dir.parent / f".import-{experiment}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for fold, item in folds.items():
@@ -392,7 +409,7 @@ def import_experiment(
         }
         write_json_atomic(record, staging / PARAMS_FILE)
         if target.exists():
-            trash = experiments_dir.parent / f".replaced-{experiment}-{os.getpid()}"
+            trash = experiments_dir.parent / f".replaced-{experiment}.tmp-{os.getpid()}"
             os.replace(target, trash)
             os.replace(staging, target)
             shutil.rmtree(trash, ignore_errors=True)

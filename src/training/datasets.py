@@ -9,7 +9,10 @@ probability and a clip uniformly from it, `epoch_size` times per epoch.
 Reproducibility: sample number k of a run (k = epoch * epoch_size + i) is drawn and augmented
 with its own generator, `np.random.default_rng([seed, k])`. A sample therefore depends only on
 the seed and its number: not on the worker that makes it, the number of workers, or how many
-processes share an epoch (DDP), and no two workers can produce the same sample.
+processes share an epoch (DDP), and no two workers can produce the same sample. The loaders
+get their own torch generator (`loader_generator`), so the model's draws (dropout) follow the
+global torch generator alone, restored on resume: a run is the same whatever `--workers` and
+however often it was interrupted.
 """
 
 from __future__ import annotations
@@ -137,6 +140,15 @@ class ProbabilityMix(Dataset):
         rng = np.random.default_rng([*self.seed, key])
         dataset = self.datasets[rng.choice(len(self.datasets), p=self.probabilities)]
         return dataset.sample(int(rng.integers(len(dataset))), rng)
+
+
+def loader_generator(seed: Sequence[int]) -> torch.Generator:
+    """A DataLoader's own generator. Without one, every loader iterator draws its workers' base
+    seed from the global torch generator: once per epoch without persistent workers, once per
+    run with them, so the model's dropout stream (the global generator) shifted with the number
+    of workers and with every resume. The base seed only seeds the workers' global generators,
+    which no sample uses (each sample has its own generator, see above)."""
+    return torch.Generator().manual_seed(int(np.random.default_rng(list(seed)).integers(2**63)))
 
 
 class EpochSampler(Sampler[int]):

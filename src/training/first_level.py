@@ -25,6 +25,7 @@ from src.training.datasets import (
     EpochSampler,
     ProbabilityMix,
     RawWindowClips,
+    loader_generator,
 )
 from src.training.distributed import distribute, shard_dataset
 from src.training.loop import FoldParts, RunOptions
@@ -147,6 +148,7 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
         "num_workers": options.workers,
         "pin_memory": on_gpu,
         "persistent_workers": options.workers > 0,
+        "generator": loader_generator([options.seed, fold]),
     }
     train_loader = DataLoader(
         train_set,

@@ -24,7 +24,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +55,19 @@ from src.runs import (
     best_checkpoint,
     fold_dir,
     fold_finished,
+    read_checkpoint,
     read_finished,
 )
 from src.training.distributed import barrier, sum_across_ranks
-from src.utils import plain_module, strip_compile_prefix, write_json_atomic
+from src.utils import (
+    LOCK_FILE,
+    plain_module,
+    remove_leftovers,
+    strip_compile_prefix,
+    tmp_name,
+    write_json_atomic,
+    writer_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +96,10 @@ def prepare_experiment_dir(
     if experiment_dir.exists() and any(experiment_dir.iterdir()):
         if force:
             log.warning("--force: deleting %s", experiment_dir)
-            shutil.rmtree(experiment_dir)
+            with ExitStack() as held:  # never under a process training one of its folds
+                for lock in sorted(experiment_dir.glob(f"fold_*/{LOCK_FILE}")):
+                    held.enter_context(writer_lock(lock, str(lock.parent)))
+                shutil.rmtree(experiment_dir)
         elif not params_path.is_file():
             raise ExperimentExistsError(
                 f"{experiment_dir} exists but holds no {PARAMS_FILE}; move it away or use --force"
@@ -137,7 +149,7 @@ def save_model_atomic(model, path: Path) -> None:
             k: v.cpu() for k, v in plain_module(model.get_nn_module()).state_dict().items()
         },
     }
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_name(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -326,7 +338,7 @@ class ResumeState(Callback):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = tmp_name(self.path)
         torch.save(snapshot, tmp)
         os.replace(tmp, self.path)
 
@@ -392,7 +404,7 @@ def load_resume_state(fold_dir: Path, map_location: str | torch.device = "cpu") 
     path = fold_dir / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return read_checkpoint(path, map_location=map_location)
 
 
 def _restore(parts: FoldParts, saved: dict) -> int:
@@ -417,8 +429,27 @@ def run_fold(
     progress: bool = True,
     verbose: bool = False,
 ) -> dict:
-    """Train one fold until early stopping or the epoch cap, resuming if it was interrupted."""
+    """Train one fold until early stopping or the epoch cap, resuming if it was interrupted.
+
+    One process writes a fold: a second one stops with LockedError naming the holder (its
+    `last.pth`, log.csv and temporary names would otherwise mix with the first's). Holding the
+    lock, it first removes what a killed writer left (temporary checkpoints and files)."""
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if not parts.is_main:  # DDP ranks other than 0 write nothing
+        return _run_fold(parts, fold_dir, schedule, description, progress, verbose)
+    with writer_lock(fold_dir / LOCK_FILE, description):
+        remove_leftovers(fold_dir)
+        return _run_fold(parts, fold_dir, schedule, description, progress, verbose)
+
+
+def _run_fold(
+    parts: FoldParts,
+    fold_dir: Path,
+    schedule: Schedule,
+    description: str,
+    progress: bool,
+    verbose: bool,
+) -> dict:
     model = parts.model
     saved = load_resume_state(fold_dir, model.device)
     start_epoch = _restore(parts, saved) if saved else 0

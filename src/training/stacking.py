@@ -22,7 +22,7 @@ from src.data.labels import check_labels, folds_digest, load_folds
 from src.models.argus_models import StackingModel
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.runs import check_oof_inputs, check_trained_folds, read_oof_tiles
-from src.training.datasets import EpochSampler, StackingDataset
+from src.training.datasets import EpochSampler, StackingDataset, loader_generator
 from src.training.distributed import distribute, shard_dataset
 from src.training.loop import FoldParts, RunOptions
 
@@ -93,9 +93,13 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
         sampler=sampler,
         drop_last=True,
         num_workers=options.workers,
+        generator=loader_generator([options.seed, fold]),
     )
     val_loader = DataLoader(
-        val_set, batch_size=int(config["val_batch_size"]), num_workers=options.workers
+        val_set,
+        batch_size=int(config["val_batch_size"]),
+        num_workers=options.workers,
+        generator=loader_generator([options.seed, fold]),
     )
     torch.manual_seed(int(np.random.default_rng([options.seed, fold, 1]).integers(2**31)))
     model = StackingModel(

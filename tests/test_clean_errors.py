@@ -222,3 +222,33 @@ def test_ctrl_c_is_one_line_status_130_and_leaves_nothing(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary folder
+
+
+def test_ctrl_c_in_a_fold_leaves_no_argus_traceback_on_the_console():
+    """argus logs the exception that stops its engine with a traceback; for Ctrl-C the console
+    gets only the script's `interrupted` (other exceptions keep their traceback)."""
+    import io
+    import logging
+    from types import SimpleNamespace
+
+    from src.training.loop import epoch_lines_to_log_only
+
+    stream = io.StringIO()
+    logger = logging.getLogger("test_ctrl_c_in_a_fold")
+    logger.propagate = False
+    logger.addHandler(logging.StreamHandler(stream))
+
+    def engine_stopped_by(exception: BaseException) -> None:
+        try:
+            raise exception
+        except BaseException as caught:  # what argus's Engine.run does with it
+            logger.exception(caught)
+            raise
+
+    model = SimpleNamespace(logger=logger)
+    with epoch_lines_to_log_only(model, verbose=True), pytest.raises(KeyboardInterrupt):
+        engine_stopped_by(KeyboardInterrupt())
+    assert stream.getvalue() == ""
+    with epoch_lines_to_log_only(model, verbose=True), pytest.raises(ValueError):
+        engine_stopped_by(ValueError("a real failure"))
+    assert "Traceback" in stream.getvalue() and "a real failure" in stream.getvalue()

@@ -234,14 +234,22 @@ def epoch_lines_to_log_only(model, verbose: bool) -> Iterator[None]:
         if type(h) is logging.StreamHandler  # not files
     ]
     levels = [h.level for h in consoles]
-    if not verbose:
-        for handler in consoles:
+    for handler in consoles:
+        handler.addFilter(_not_an_interrupt)
+        if not verbose:
             handler.setLevel(logging.WARNING)
     try:
         yield
     finally:
         for handler, level in zip(consoles, levels):
             handler.setLevel(level)
+            handler.removeFilter(_not_an_interrupt)
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    """argus logs the exception that stops a run with its traceback; for Ctrl-C the script's
+    one line `interrupted` says it all on the console (log.txt keeps the record)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
 class TrainingCurves(Callback):

@@ -252,3 +252,47 @@ def test_ctrl_c_in_a_fold_leaves_no_argus_traceback_on_the_console():
     with epoch_lines_to_log_only(model, verbose=True), pytest.raises(ValueError):
         engine_stopped_by(ValueError("a real failure"))
     assert "Traceback" in stream.getvalue() and "a real failure" in stream.getvalue()
+
+
+def living_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that are not zombies (from /proc: Linux)."""
+    living = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            living.append(int(stat.parent.name))
+    return living
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_ctrl_c_during_folds_in_parallel_stops_every_worker_with_one_line(tiny_data):
+    """train_folds.py --gpus: the fold workers ignore Ctrl-C and the parent stops them, so the
+    console shows `interrupted`, not a traceback per worker, and no worker outlives it."""
+    argv = ["train_folds.py", "--experiment", "auxiliary_016", "--smoke", "--workers", "0"]
+    process = subprocess.Popen(
+        [sys.executable, *argv, "--gpus", "cpu,cpu", "--no-progress"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    experiment = tiny_data / "experiments" / "auxiliary_016"
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(experiment.glob("fold_*/log.txt"))) < 2:  # both workers in a fold
+            assert process.poll() is None and time.monotonic() < deadline, "never started"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        time.sleep(1)
+        assert living_in_group(process.pid) == []  # no worker outlives the command
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err

@@ -16,7 +16,7 @@ import torch
 from src.config import ConfigError
 from src.runs import fold_dir, fold_finished, read_finished
 from src.training.loop import MONITOR, FoldParts, Schedule, run_fold
-from src.utils import setup_logging
+from src.utils import interrupts_left_to_main, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,9 @@ def train_folds_parallel(
         )
         for device in devices[: max(1, len(pending))]
     ]
-    for worker in workers:
-        worker.start()
+    with interrupts_left_to_main():  # Ctrl-C is the parent's to handle, not every worker's
+        for worker in workers:
+            worker.start()
     collected = {}
     try:
         while len(collected) < len(pending):
@@ -135,6 +136,10 @@ def train_folds_parallel(
             except Exception:
                 continue
             collected[fold] = result
+    except KeyboardInterrupt:
+        for worker in workers:  # they ignore Ctrl-C; a fold's next run resumes from last.pth
+            worker.terminate()
+        raise
     finally:
         for worker in workers:
             worker.join()

@@ -1,13 +1,13 @@
 """Peak memory of tag_audio.py: one long file, and many 30 s files.
 
-    python bench/tag_memory.py [--minutes 60] [--files 20,80] [--repo PATH]
+    python bench/tag_memory.py [--minutes 60] [--files 40,120] [--repo PATH]
 
 Writes synthetic audio (a tone with noise bursts, 16-bit 44.1 kHz mono WAV) and a checkpoint
 with random weights (a tiny AuxSkipAttention, crop 256: the memory of audio, spectrograms and
 tiles does not depend on the network's size) to a temporary folder, runs
 `tag_audio.py --model ... --csv ...` of the checkout `--repo` (default: this one) in a fresh
 process per measurement, and prints its peak resident memory (ru_maxrss) and wall time.
-`--files 20,80` tags 20 then 80 files of 30 s: the difference / 60 is the growth per file.
+`--files 40,120` tags 40 then 120 files of 30 s: the difference / 80 is the growth per file.
 Run the same command with `--repo` pointing at an older checkout for "before" figures.
 """
 
@@ -90,7 +90,7 @@ def measure(repo: Path, inputs: list[Path], checkpoint: Path, csv: Path) -> tupl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="the long file (0: none)")
-    parser.add_argument("--files", default="20,80", help="counts of 30 s files ('': none)")
+    parser.add_argument("--files", default="40,120", help="counts of 30 s files ('': none)")
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,16 +13,19 @@ length; folders are searched recursively. Each file is read as the pipeline read
 
     <path><TAB><class right-justified to 20> - 0.87<TAB>...
 
-Files that cannot be decoded are reported and skipped; the exit status is 0 when at least one
-file was tagged. --csv writes every class probability per file, --tiles-csv per tile (with the
-tile's start and end in seconds from the start of the file). --score LABELS.csv (fname,labels,
-matched by file name) prints lwlrap, top-1 accuracy and a per-class table; --plot DIR adds
-DIR/confusion_matrix.png. See docs/demo.md.
+Files that cannot be decoded (or give no finite log-mel, or whose header claims more than
+FREESOUND_MAX_AUDIO_SECONDS, 2 hours by default) are reported and skipped; the exit status is 0
+when at least one file was tagged. --csv writes every class probability per file, --tiles-csv
+per tile (with the tile's start and end in seconds from the start of the file); rows are written
+as files are tagged, so Ctrl-C (exit status 130) keeps what was tagged so far. --score
+LABELS.csv (fname,labels, matched by file name) prints lwlrap, top-1 accuracy and a per-class
+table; --plot DIR adds DIR/confusion_matrix.png. See docs/demo.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +36,8 @@ from src.config import AUDIO, PREDICTION_AMP_CHOICES, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
 from src.tools.scoring import format_score, plot_confusion, read_truth, score_tags
-from src.utils import write_csv_atomic
+
+INTERRUPTED = 130  # the shell's status for Ctrl-C
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,15 +119,31 @@ def model_source(args: argparse.Namespace, device: str):
     return experiment_source(experiments_dir, name, device, args.batch_size)
 
 
+def writable(path: Path) -> None:
+    """A CSV path the run can create, checked before any tagging (ConfigError otherwise)."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"{folder}: cannot create the folder for {path} ({error.strerror})"
+        ) from None
+    if (
+        path.is_dir()
+        or not os.access(folder, os.W_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
+        raise ConfigError(f"{path}: cannot write this file (a folder, or no write permission)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from src.prediction.tiling import set_prediction_amp
     from src.tools.tagging import (
-        TaggedFile,
-        clips_frame,
+        RowWriter,
         collect_audio_files,
         format_top,
+        probabilities_frame,
         tag_files,
-        tiles_frame,
         top_classes,
     )
 
@@ -132,33 +152,51 @@ def main(argv: list[str] | None = None) -> int:
     try:
         truth = None if args.score is None else read_truth(args.score)
         files = collect_audio_files(args.inputs)
+        for path in (args.csv, args.tiles_csv):
+            if path is not None:
+                writable(path)
         source = model_source(args, args.device or default_device())
     except ConfigError as error:
         return fail(error)
     print(f"tagging {len(files)} file(s) with the {source.description}", file=sys.stderr)
-    tagged: list[TaggedFile] = []
-    skipped = 0
-    with tqdm(total=len(files), unit="file", disable=args.no_progress or len(files) < 2) as bar:
-        for result in tag_files(files, source):
-            if isinstance(result, AudioDecodeError):
-                skipped += 1
-                bar.write(f"skipped {result.path}: {result.reason}", file=sys.stderr)
-            else:
-                top = format_top(top_classes(result.tags.clip, source.classes, args.top))
-                bar.write(f"{result.clip.path}\t{top}", file=sys.stdout)
-                tagged.append(result)
-            bar.update()
-    if skipped:
-        print(f"skipped {skipped} of {len(files)} file(s): not decodable", file=sys.stderr)
-    if not tagged:
-        return fail(ConfigError("no file could be tagged"))
-    if args.csv is not None:
-        write_csv_atomic(clips_frame(tagged, source.classes), args.csv)
+    tile_seconds = 0.0
     if args.tiles_csv is not None:
         tile_seconds = source.predictor.tile * AUDIO.hop_length / AUDIO.sampling_rate
-        write_csv_atomic(tiles_frame(tagged, source.classes, tile_seconds), args.tiles_csv)
+    # Only what --score needs is kept: each file's path and class probabilities.
+    scored: tuple[list[str], list] = ([], [])
+    skipped = 0
+    rows = RowWriter(args.csv, args.tiles_csv, source.classes, tile_seconds)
+    try:
+        with (
+            rows,
+            tqdm(total=len(files), unit="file", disable=args.no_progress or len(files) < 2) as bar,
+        ):
+            for result in tag_files(files, source):
+                if isinstance(result, AudioDecodeError):
+                    skipped += 1
+                    bar.write(f"skipped {result.path}: {result.reason}", file=sys.stderr)
+                else:
+                    top = format_top(top_classes(result.tags.clip, source.classes, args.top))
+                    bar.write(f"{result.clip.path}\t{top}", file=sys.stdout)
+                    rows.write(result)
+                    if truth is not None:
+                        scored[0].append(str(result.clip.path))
+                        scored[1].append(result.tags.clip)
+                bar.update()
+    except KeyboardInterrupt:
+        where = f"their rows are in {', '.join(map(str, rows.paths))}" if rows.paths else "no --csv"
+        fail(ConfigError(f"interrupted: {rows.rows} of {len(files)} file(s) tagged, {where}"))
+        return INTERRUPTED
+    except ConfigError as error:  # a model giving NaN, ...
+        return fail(error)
+    except OSError as error:  # writing a CSV
+        return fail(ConfigError(f"{error.filename or rows.paths}: cannot write ({error.strerror})"))
+    if skipped:
+        print(f"skipped {skipped} of {len(files)} file(s): not decodable", file=sys.stderr)
+    if not rows.rows:
+        return fail(ConfigError("no file could be tagged"))
     if truth is not None:
-        frame = clips_frame(tagged, source.classes)
+        frame = probabilities_frame(*scored, source.classes)
         try:
             score = score_tags(
                 frame["path"].tolist(), frame.iloc[:, 1:].to_numpy(), source.classes, truth

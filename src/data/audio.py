@@ -13,14 +13,22 @@ The original's public entry points keep their names and defaults: `read_audio(pa
 
 Unlike the original, a file that cannot be decoded, is empty, or holds no samples raises
 `AudioDecodeError` naming the file and the reason; it is never turned into silence
-(docs/original.md, quirk "Unreadable audio").
+(docs/original.md, quirk "Unreadable audio"). Any other exception while reading a file
+(MemoryError included) is that file's `AudioDecodeError` too, a header claiming more than
+`max_audio_seconds()` is refused before anything is allocated, and a file whose data ends
+before its header says is read as far as it goes, with a warning. Log-mel spectrograms are
+checked: one that is not finite raises `SpectrogramError` (docs/reliability.md, "Bad audio and
+long runs of tagging").
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -36,10 +44,21 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", "
 TRIM_TOP_DB = 60
 AMIN = 1e-10
 TOP_DB = 80.0
+# Longest file decoded, in seconds of its own rate (a header claiming more is refused before
+# allocating): FREESOUND_MAX_AUDIO_SECONDS overrides it.
+MAX_AUDIO_SECONDS = 2 * 3600.0
+MAX_SECONDS_ENV = "FREESOUND_MAX_AUDIO_SECONDS"
+DECODE_BLOCK_FRAMES = 2**14  # a decoding error loses at most this much of a file
+# Waveforms whose peak is above this are scaled down before squaring (and the dB added back):
+# far above any real recording (float WAVs hold +-1, a wrongly scaled one +-32768) and far
+# below where float32 power (|FFT| ~ n_fft / 2 x peak, squared) overflows (peak ~1e16).
+LOUD_PEAK = 1e6
+
+log = logging.getLogger(__name__)
 
 
 class AudioDecodeError(Exception):
-    """An audio file that cannot be turned into samples."""
+    """An audio file that cannot be turned into samples (or into a finite log-mel)."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = str(path)
@@ -47,18 +66,123 @@ class AudioDecodeError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+class SpectrogramError(ValueError):
+    """Waveforms whose log-mel is not finite; `indices` are their positions in the input."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = list(indices)
+        super().__init__("log-mel spectrogram is not finite (NaN or infinite values)")
+
+
+@contextmanager
+def file_failure(path: str | os.PathLike) -> Iterator[None]:
+    """Any exception raised inside (MemoryError included) becomes `path`'s AudioDecodeError:
+    whatever goes wrong with one file is that file's failure, never the run's."""
+    try:
+        yield
+    except AudioDecodeError:
+        raise
+    except SpectrogramError as error:
+        raise AudioDecodeError(path, str(error)) from None
+    except Exception as error:
+        raise AudioDecodeError(path, f"{type(error).__name__}: {error}") from None
+
+
+def max_audio_seconds() -> float:
+    """The longest file decoded: FREESOUND_MAX_AUDIO_SECONDS, else MAX_AUDIO_SECONDS."""
+    text = os.environ.get(MAX_SECONDS_ENV)
+    if not text:
+        return MAX_AUDIO_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{MAX_SECONDS_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
 # --------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 samples and the native sampling rate."""
+def _hours(frames: int, rate: int) -> str:
+    return f"{frames / max(rate, 1) / 3600:.3g} h"
+
+
+# libsndfile's log line for a WAV data chunk longer than the file: "data : 88200 (should be 44078)"
+_SHORT_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.MULTILINE)
+
+
+def _read_mono(path: Path, sound: soundfile.SoundFile, max_seconds: float) -> np.ndarray | None:
+    """The mono float32 samples of an open file, read block by block (channels averaged per
+    block: never the whole multichannel array at once); None when not even the first block
+    decodes. A header claiming more than `max_seconds` is refused before allocating."""
+    claimed, rate = int(sound.frames), int(sound.samplerate)
+    if claimed > max_seconds * rate:
+        raise AudioDecodeError(
+            path,
+            f"header claims {claimed} samples ({_hours(claimed, rate)} at {rate} Hz), more than "
+            f"the limit of {max_seconds:g} s ({MAX_SECONDS_ENV})",
+        )
+    # Pages of np.empty are only committed when written: a header that claims more than the
+    # file holds costs address space, not memory.
+    mono = np.empty(claimed, np.float32)
+    done = 0
     try:
-        data, sr = soundfile.read(path, dtype="float32", always_2d=True)
-        return data, sr
+        while done < claimed:
+            block = sound.read(min(DECODE_BLOCK_FRAMES, claimed - done), "float32", True)
+            if len(block) == 0:
+                break
+            mono[done : done + len(block)] = (
+                block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            )
+            done += len(block)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        if done == 0:
+            return None
+        log.warning(
+            "%s: decoding stopped after %d of the %d samples its header claims (%s); "
+            "using what was decoded",
+            path,
+            done,
+            claimed,
+            error,
+        )
+        return mono[:done]
+    short = _SHORT_DATA.search(sound.extra_info)
+    if done < claimed:
+        log.warning(
+            "%s: data ends after %d of the %d samples its header claims (truncated file?); "
+            "using what is there",
+            path,
+            done,
+            claimed,
+        )
+    elif short and int(short.group(1)) > int(short.group(2)):
+        log.warning(
+            "%s: the header claims %s bytes of audio data, the file holds %s (truncated "
+            "file?); using what is there",
+            path,
+            short.group(1),
+            short.group(2),
+        )
+    return mono[:done]
+
+
+def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the native sampling rate."""
+    first_error = "not read"
+    try:
+        sound = soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         first_error = str(error)
+    else:
+        with sound:
+            mono = _read_mono(path, sound, max_seconds)
+            if mono is not None:
+                return mono, int(sound.samplerate)
     # Formats libsndfile cannot read (for example AAC in .m4a) go through audioread, as
     # librosa.load does.
     try:
@@ -69,31 +193,48 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         reason = f"cannot decode audio ({first_error}; fallback: {type(error).__name__}: {error})"
         raise AudioDecodeError(path, reason) from None
     data = np.atleast_2d(data).T.astype(np.float32, copy=False)
-    return data, int(sr)
+    return (data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), int(sr)
 
 
-def load_audio(path: str | os.PathLike, sampling_rate: int = AUDIO.sampling_rate) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike,
+    sampling_rate: int = AUDIO.sampling_rate,
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Decode WAV/FLAC/OGG/MP3/... into a mono float32 waveform at `sampling_rate`.
 
     Channels are averaged and other rates resampled with soxr (what modern `librosa.load`
-    does; the original's data was already 44.1 kHz, so it never resampled).
+    does; the original's data was already 44.1 kHz, so it never resampled). Files longer than
+    `max_seconds` (default `max_audio_seconds()`) are refused; any failure is an
+    AudioDecodeError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(path, "file not found" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(path, "empty file (0 bytes)")
-    data, native_sr = _decode(path)
-    if data.size == 0:
-        raise AudioDecodeError(path, "no audio samples (zero-length stream)")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.all(np.isfinite(audio)):
-        raise AudioDecodeError(path, "audio contains NaN or infinite samples")
-    if native_sr != sampling_rate:
-        audio = librosa.resample(
-            audio, orig_sr=native_sr, target_sr=sampling_rate, res_type="soxr_hq"
-        )
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    with file_failure(path):
+        if not path.is_file():
+            raise AudioDecodeError(path, "file not found" if not path.exists() else "not a file")
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(path, "empty file (0 bytes)")
+        audio, native_sr = _decode(path, max_seconds or max_audio_seconds())
+        if audio.size == 0:
+            raise AudioDecodeError(path, "no audio samples (zero-length stream)")
+        if not np.all(np.isfinite(audio)):
+            raise AudioDecodeError(path, "audio contains NaN or infinite samples")
+        if native_sr != sampling_rate:
+            audio = librosa.resample(
+                audio, orig_sr=native_sr, target_sr=sampling_rate, res_type="soxr_hq"
+            )
+            if not np.all(np.isfinite(audio)):
+                raise AudioDecodeError(path, "samples too large to resample (overflow)")
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def loudness_gain(audio: np.ndarray | torch.Tensor) -> float:
+    """1 for ordinary audio; 1 / peak for a waveform louder than LOUD_PEAK, whose squares
+    would overflow float32 (its log-mel is computed scaled, and 20 log10(peak) dB added)."""
+    if len(audio) == 0:
+        return 1.0
+    peak = max(float(audio.max()), -float(audio.min()))  # no |audio| copy
+    return 1.0 / peak if peak > LOUD_PEAK and np.isfinite(peak) else 1.0
 
 
 # --------------------------------------------------------------------------------------
@@ -127,12 +268,45 @@ def fix_short_clip(
     )
 
 
+TRIM_FRAME, TRIM_HOP = 2048, 512  # librosa.effects.trim's defaults
+TRIM_CHUNK_FRAMES = 4096
+
+
+def _frame_rms(audio: np.ndarray, chunk_frames: int = TRIM_CHUNK_FRAMES) -> np.ndarray:
+    """librosa.feature.rms(y=audio) (centred, zero-padded frames), a chunk of frames at a
+    time: librosa squares a copy of every frame at once, 4x the clip's size."""
+    pad = TRIM_FRAME // 2
+    n_frames = 1 + len(audio) // TRIM_HOP
+    rms = np.empty(n_frames, np.float32)
+    for first in range(0, n_frames, chunk_frames):
+        last = min(n_frames, first + chunk_frames)
+        low, high = first * TRIM_HOP - pad, (last - 1) * TRIM_HOP - pad + TRIM_FRAME
+        piece = audio[max(low, 0) : min(high, len(audio))]
+        piece = np.pad(piece, (max(0, -low), max(0, high - len(audio))))
+        rms[first:last] = librosa.feature.rms(
+            y=piece, frame_length=TRIM_FRAME, hop_length=TRIM_HOP, center=False
+        )[0]
+    return rms
+
+
+def nonsilent_bounds(audio: np.ndarray, chunk_frames: int = TRIM_CHUNK_FRAMES) -> tuple[int, int]:
+    """[start, end) of `librosa.effects.trim(audio, top_db=60)`, in bounded memory, and for
+    audio too loud to square in float32 (trimming is relative to the peak, so scale-free)."""
+    gain = loudness_gain(audio)
+    scaled = audio * np.float32(gain) if gain != 1.0 else audio
+    db = librosa.amplitude_to_db(_frame_rms(scaled, chunk_frames), ref=np.max, top_db=None)
+    nonzero = np.flatnonzero(db > -TRIM_TOP_DB)
+    if nonzero.size == 0:
+        return 0, 0
+    return int(nonzero[0]) * TRIM_HOP, min(len(audio), (int(nonzero[-1]) + 1) * TRIM_HOP)
+
+
 def trim_audio(audio: np.ndarray, config: AudioConfig = AUDIO) -> np.ndarray:
     """Trim leading/trailing silence (top_db 60) and apply the short-clip rule."""
-    trimmed, (start, end) = librosa.effects.trim(audio, top_db=TRIM_TOP_DB)
-    if len(trimmed) < config.min_samples:
-        return fix_short_clip(audio, int(start), int(end), config)
-    return trimmed
+    start, end = nonsilent_bounds(audio)
+    if end - start < config.min_samples:
+        return fix_short_clip(audio, start, end, config)
+    return audio[start:end]
 
 
 def read_audio(path: str | os.PathLike, config: AudioConfig = AUDIO) -> np.ndarray:
@@ -160,9 +334,16 @@ class LibrosaLogMel:
         self.config = config
 
     def one(self, audio: np.ndarray) -> np.ndarray:
+        """(n_mels, T) float32 log-mel; SpectrogramError([0]) if it is not finite."""
         c = self.config
+        audio = np.asarray(audio, dtype=np.float32)
+        if not np.all(np.isfinite(audio)):
+            raise SpectrogramError([0])
+        gain = loudness_gain(audio)
+        if gain != 1.0:
+            audio = audio * np.float32(gain)
         power = librosa.feature.melspectrogram(
-            y=np.asarray(audio, dtype=np.float32),
+            y=audio,
             sr=c.sampling_rate,
             n_fft=c.n_fft,
             hop_length=c.hop_length,
@@ -172,10 +353,24 @@ class LibrosaLogMel:
             power=2.0,
             pad_mode="reflect",  # librosa 0.6.3's default, which the original used
         )
-        return librosa.power_to_db(power, ref=1.0, amin=AMIN, top_db=TOP_DB).astype(np.float32)
+        db = librosa.power_to_db(power, ref=1.0, amin=AMIN, top_db=TOP_DB)
+        if gain != 1.0:  # the dB floor is relative to the peak: adding afterwards is the same
+            db = db - 20.0 * np.log10(gain)
+        db = db.astype(np.float32)
+        if not np.all(np.isfinite(db)):
+            raise SpectrogramError([0])
+        return db
 
     def __call__(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [self.one(w) for w in waveforms]
+        results, bad = [], []
+        for index, waveform in enumerate(waveforms):
+            try:
+                results.append(self.one(waveform))
+            except SpectrogramError:
+                bad.append(index)
+        if bad:
+            raise SpectrogramError(bad)
+        return results
 
 
 @lru_cache(maxsize=8)
@@ -248,18 +443,29 @@ class TorchLogMel:
             self.mel = mel
 
     def spectrograms(self, waveforms: Sequence[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
-        """Log-mel tensors on `self.device`, one (n_mels, T) per waveform."""
+        """Log-mel tensors on `self.device`, one (n_mels, T) per waveform.
+
+        Raises SpectrogramError (with the indices of the culprits) when a waveform's log-mel
+        is not finite. A waveform longer than `max_batch_samples` is computed a segment of
+        frames at a time, so its memory is bounded by the log-mel, not 4x the float64 audio.
+        """
         order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         results: list[torch.Tensor | None] = [None] * len(waveforms)
         batch: list[int] = []
         for index in order:
             longest = len(waveforms[index]) + self.config.n_fft
+            if longest > self.max_batch_samples:
+                results[index] = self._long(waveforms[index])
+                continue
             if batch and longest * (len(batch) + 1) > self.max_batch_samples:
                 self._run_batch(waveforms, batch, results)
                 batch = []
             batch.append(index)
         if batch:
             self._run_batch(waveforms, batch, results)
+        bad = [i for i, r in enumerate(results) if not bool(torch.isfinite(r).all())]
+        if bad:
+            raise SpectrogramError(bad)
         return results  # type: ignore[return-value]
 
     def __call__(self, waveforms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
@@ -271,22 +477,10 @@ class TorchLogMel:
             return torch.sparse.mm(self.mel_sparse, power.T.contiguous())
         return self.mel @ power.T
 
-    def _run_batch(self, waveforms, indices: list[int], results: list) -> None:
-        c = self.config
-        pad = c.n_fft // 2
-        padded = []
-        for i in indices:
-            signal = torch.as_tensor(waveforms[i]).to(self.device, self.dtype)
-            if signal.numel() == 0:
-                raise ValueError("cannot compute a spectrogram of an empty waveform")
-            padded.append(_reflect_pad(signal, pad))
-        width = max(p.numel() for p in padded)
-        batch = torch.zeros(len(padded), width, device=self.device, dtype=self.dtype)
-        for row, signal in enumerate(padded):
-            batch[row, : signal.numel()] = signal
-        frames = batch.unfold(1, c.n_fft, c.hop_length)  # (B, F, n_fft), a view
+    def _power(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, n_fft) frames (a view) -> (B, F, bins) float32 power."""
         n_batch, n_frames = frames.shape[:2]
-        power = torch.empty(n_batch, n_frames, c.n_fft // 2 + 1, device=self.device)
+        power = torch.empty(n_batch, n_frames, self.config.n_fft // 2 + 1, device=self.device)
         # On a CPU, windowing, FFT and power one slice of frames at a time keep the float64
         # intermediates in cache (3x faster than whole-batch passes through memory); a GPU
         # wants the whole batch in one launch.
@@ -294,14 +488,77 @@ class TorchLogMel:
         for start in range(0, n_frames, step):
             spectrum = torch.fft.rfft(frames[:, start : start + step] * self.window, dim=-1)
             power[:, start : start + step] = spectrum.real.square() + spectrum.imag.square()
+        return power
+
+    def _db(self, power: torch.Tensor) -> torch.Tensor:
+        """(B, F, bins) power -> (n_mels, B, F) dB (before the per-clip floor)."""
+        n_batch, n_frames = power.shape[:2]
         mel = self._mel_power(power.reshape(n_batch * n_frames, -1)).reshape(-1, n_batch, n_frames)
-        db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))  # (n_mels, B, F)
+        return 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
+
+    def _signal(self, waveform) -> tuple[torch.Tensor, float]:
+        """The waveform as a `self.dtype` tensor, scaled down when too loud, and the dB to add."""
+        signal = torch.as_tensor(waveform).to(self.device, self.dtype)
+        if signal.numel() == 0:
+            raise ValueError("cannot compute a spectrogram of an empty waveform")
+        gain = loudness_gain(waveform)
+        if gain != 1.0:
+            signal = signal * gain
+        return signal, -20.0 * float(np.log10(gain))
+
+    def _run_batch(self, waveforms, indices: list[int], results: list) -> None:
+        c = self.config
+        pad = c.n_fft // 2
+        padded, gains = [], []
+        for i in indices:
+            signal, gain_db = self._signal(waveforms[i])
+            padded.append(_reflect_pad(signal, pad))
+            gains.append(gain_db)
+        width = max(p.numel() for p in padded)
+        batch = torch.zeros(len(padded), width, device=self.device, dtype=self.dtype)
+        for row, signal in enumerate(padded):
+            batch[row, : signal.numel()] = signal
+        frames = batch.unfold(1, c.n_fft, c.hop_length)  # (B, F, n_fft), a view
+        n_frames = frames.shape[1]
+        db = self._db(self._power(frames))  # (n_mels, B, F)
+        if any(gains):
+            db = db + torch.tensor(gains, device=self.device, dtype=db.dtype)[None, :, None]
         lengths = torch.tensor([c.n_frames(len(waveforms[i])) for i in indices], device=self.device)
         valid = torch.arange(n_frames, device=self.device)[None, :] < lengths[:, None]
         peak = torch.where(valid[None], db, -torch.inf).amax(dim=(0, 2))  # per clip, (B,)
         db = torch.maximum(db, (peak - TOP_DB)[None, :, None])
         for row, i in enumerate(indices):
             results[i] = db[:, row, : int(lengths[row])].contiguous()
+
+    def _long(self, waveform) -> torch.Tensor:
+        """One long waveform, `max_batch_samples` of padded signal at a time: each segment's
+        frames are exactly those of the whole padded clip, and the floor is the clip's."""
+        c = self.config
+        audio = waveform.cpu().numpy() if isinstance(waveform, torch.Tensor) else waveform
+        audio = np.asarray(audio, dtype=np.float32)
+        gain = loudness_gain(audio)
+        n, pad = len(audio), c.n_fft // 2
+        n_frames = c.n_frames(n)
+        per_segment = max(1, (self.max_batch_samples - c.n_fft) // c.hop_length + 1)
+        db = torch.empty(c.n_mels, n_frames, device=self.device)
+        for first in range(0, n_frames, per_segment):
+            last = min(n_frames, first + per_segment)
+            low, high = first * c.hop_length - pad, (last - 1) * c.hop_length - pad + c.n_fft
+            if low >= 0 and high <= n:
+                piece = audio[low:high]
+            else:  # numpy "reflect" at the clip's ends (the clip is longer than the pad)
+                index = np.arange(low, high)
+                index = np.abs(index)
+                index = np.where(index >= n, 2 * (n - 1) - index, index)
+                piece = audio[index]
+            signal = torch.as_tensor(piece).to(self.device, self.dtype)
+            if gain != 1.0:
+                signal = signal * gain
+            frames = signal.unfold(0, c.n_fft, c.hop_length)[None]  # (1, F, n_fft)
+            db[:, first:last] = self._db(self._power(frames))[:, 0]
+        if gain != 1.0:
+            db -= 20.0 * float(np.log10(gain))
+        return torch.maximum(db, db.max() - TOP_DB)
 
 
 def make_extractor(

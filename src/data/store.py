@@ -38,7 +38,13 @@ import torch
 from tqdm import tqdm
 
 from src.config import AUDIO, AudioConfig, ConfigError, Paths
-from src.data.audio import AudioDecodeError, list_audio_files, make_extractor, read_audio
+from src.data.audio import (
+    AudioDecodeError,
+    file_failure,
+    list_audio_files,
+    make_extractor,
+    read_audio,
+)
 from src.data.labels import listed_audio_files
 from src.utils import interrupts_left_to_main, remove_leftovers, writer_lock
 
@@ -146,14 +152,16 @@ def _init_worker(config: AudioConfig, backend: str | None, precision: str) -> No
 
 
 def _process(path: Path) -> tuple[str, np.ndarray | None, str | None]:
-    """Decode one file (and compute its log-mel when the workers do that)."""
+    """Decode one file (and compute its log-mel when the workers do that). Whatever goes
+    wrong (a non-finite log-mel, MemoryError, ...) is this file's failure."""
     try:
-        audio = read_audio(path, _worker_config)
+        with file_failure(path):
+            audio = read_audio(path, _worker_config)
+            if _worker_extractor is None:
+                return path.name, audio, None
+            return path.name, _worker_extractor([audio])[0], None
     except AudioDecodeError as error:
         return path.name, None, error.reason
-    if _worker_extractor is None:
-        return path.name, audio, None
-    return path.name, _worker_extractor([audio])[0], None
 
 
 def _results(files: Sequence[Path], extraction: Extraction, config: AudioConfig):
@@ -191,10 +199,26 @@ def _results(files: Sequence[Path], extraction: Extraction, config: AudioConfig)
 
 
 def _gpu_batch(extractor, pending):
+    """Log-mel of the decoded clips in one batch; when the batch fails (a non-finite log-mel,
+    out of memory), clip by clip, so only the culprits fail."""
     waves = [audio for _, audio, _ in pending if audio is not None]
-    specs = iter(extractor(waves)) if waves else iter(())
+    try:
+        specs = iter(extractor(waves)) if waves else iter(())
+    except Exception:
+        specs = None
     for fname, audio, error in pending:
-        yield fname, (next(specs) if audio is not None else None), error
+        if audio is None:
+            yield fname, None, error
+        elif specs is not None:
+            yield fname, next(specs), None
+        else:
+            try:
+                with file_failure(fname):
+                    spectrogram = extractor([audio])[0]
+            except AudioDecodeError as failure:
+                yield fname, None, failure.reason
+            else:
+                yield fname, spectrogram, None
 
 
 def _write_store(

@@ -102,7 +102,7 @@ def measure(
     loading one checkpoint per experiment ((path, tile step)) and its pass over their tiles."""
     import torch
 
-    from src.data.audio import AudioDecodeError, make_extractor, read_audio
+    from src.data.audio import AudioDecodeError, file_failure, make_extractor, read_audio
     from src.data.store import Extraction
     from src.prediction.tiling import Predictor
 
@@ -114,10 +114,10 @@ def measure(
     start = time.perf_counter()
     for path in files:
         try:
-            audio = read_audio(path)
+            with file_failure(path):  # a bad clip is skipped here, reported by the store
+                spectrograms.append(extractor([read_audio(path)])[0])
         except AudioDecodeError:
             continue
-        spectrograms.append(extractor([audio])[0])
         audio_bytes += path.stat().st_size
     spectrogram_seconds = time.perf_counter() - start
     torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from src.augment.deltas import stack_deltas
-from src.config import PREDICTION_AMP_CHOICES
+from src.config import PREDICTION_AMP_CHOICES, ConfigError
 from src.models.argus_models import FreesoundModel, StackingModel
 from src.runs import CheckpointError, argus_state, read_checkpoint
 from src.utils import strip_compile_prefix
@@ -104,8 +104,18 @@ def output_count(model) -> int:
     return int(model.params["nn_module"][1]["num_classes"])
 
 
+class PredictionError(ConfigError):
+    """A model whose outputs are not finite (a damaged checkpoint): the scripts' one-line
+    error, naming the checkpoint."""
+
+
 class Predictor:
-    """Predicts tiles of spectrograms with one CNN checkpoint."""
+    """Predicts tiles of spectrograms with one CNN checkpoint.
+
+    Tiles are cut a batch at a time (never all tiles of a long clip at once), and every batch
+    of outputs is checked: a non-finite probability for finite input is a PredictionError
+    naming the checkpoint.
+    """
 
     def __init__(
         self,
@@ -115,7 +125,9 @@ class Predictor:
         tile_step: int | None = None,
         amp: str | None = None,
     ) -> None:
+        self.name = "the model"
         if isinstance(model_or_path, str | Path):
+            self.name = str(model_or_path)
             model_or_path = load_checkpoint(model_or_path, device, amp)
         self.model = model_or_path
         self.device = self.model.device
@@ -129,7 +141,13 @@ class Predictor:
         return output_count(self.model)
 
     def _tiles(self, spectrogram) -> torch.Tensor:
-        spectrogram = torch.from_numpy(np.array(spectrogram, dtype=np.float32)).to(self.device)
+        """(n_tiles, n_mels, tile): a view of the padded spectrogram, nothing copied per tile."""
+        spectrogram = torch.as_tensor(np.asarray(spectrogram, dtype=np.float32)).to(self.device)
+        if not bool(torch.isfinite(spectrogram).all()):
+            raise PredictionError(
+                "a spectrogram to predict holds NaN or infinite values (from a spectrogram store "
+                "made before log-mel was checked? delete that store to rebuild it)"
+            )
         return make_tiles(spectrogram, self.tile, self.step)
 
     def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
@@ -138,10 +156,18 @@ class Predictor:
         counts = [len(t) for t in tiles]
         if not tiles:
             return []
-        flat = torch.cat(tiles)
+        # (clip, tile) of every tile in order; each batch stacks only its own tiles.
+        where = [(clip, tile) for clip, count in enumerate(counts) for tile in range(count)]
         outputs = []
-        for start in range(0, len(flat), self.batch_size):
-            batch = stack_deltas(flat[start : start + self.batch_size])
-            outputs.append(self.model.predict(batch).float().cpu())
+        for start in range(0, len(where), self.batch_size):
+            chunk = where[start : start + self.batch_size]
+            batch = stack_deltas(torch.stack([tiles[clip][tile] for clip, tile in chunk]))
+            output = self.model.predict(batch).float().cpu()
+            if not bool(torch.isfinite(output).all()):
+                raise PredictionError(
+                    f"{self.name}: the model gives non-finite outputs (NaN or infinite) for "
+                    "finite input: the checkpoint is damaged (NaN/inf weights?)"
+                )
+            outputs.append(output)
         probabilities = torch.cat(outputs).numpy()
         return np.split(probabilities, np.cumsum(counts)[:-1])

@@ -25,18 +25,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pandas as pd
 
 from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import (
     AUDIO_EXTENSIONS,
-    TRIM_TOP_DB,
     AudioDecodeError,
     MelExtractor,
+    file_failure,
     load_audio,
     make_extractor,
+    nonsilent_bounds,
     trim_audio,
 )
 from src.experiments import tile_steps
@@ -131,15 +131,17 @@ def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 def trim_offset(audio: np.ndarray, config: AudioConfig = AUDIO) -> float:
     """Where the trimmed clip starts in the file, in seconds (0 for the short-clip rule, whose
     window starts at sample 0: docs/original.md, "Short clips")."""
-    _, (start, end) = librosa.effects.trim(audio, top_db=TRIM_TOP_DB)
+    start, end = nonsilent_bounds(audio)
     return 0.0 if end - start < config.min_samples else float(start) / config.sampling_rate
 
 
 def read_clip(path: Path, extractor: MelExtractor, config: AudioConfig = AUDIO) -> Clip:
-    """`read_audio` (decode, trim, short-clip rule) + log-mel; raises AudioDecodeError."""
-    audio = load_audio(path, config.sampling_rate)
-    clip = trim_audio(audio, config)  # == read_audio(path), without decoding twice
-    return Clip(path, extractor([clip])[0], trim_offset(audio, config))
+    """`read_audio` (decode, trim, short-clip rule) + log-mel; raises AudioDecodeError for
+    anything that goes wrong with the file (a non-finite log-mel included)."""
+    with file_failure(path):
+        audio = load_audio(path, config.sampling_rate)
+        clip = trim_audio(audio, config)  # == read_audio(path), without decoding twice
+        return Clip(path, extractor([clip])[0], trim_offset(audio, config))
 
 
 # --------------------------------------------------------------------------------------
@@ -322,6 +324,8 @@ def default_extractor() -> MelExtractor:
 # --------------------------------------------------------------------------------------
 
 FILES_PER_CHUNK = 32  # files decoded and predicted together (their tiles share batches)
+# ... or fewer, so that a chunk's spectrograms stay small (2**16 frames: 34 min, 34 MB).
+FRAMES_PER_CHUNK = 2**16
 
 
 @dataclass
@@ -335,34 +339,56 @@ def tag_files(
     files: Sequence[Path],
     source: ModelSource,
     extractor: MelExtractor | None = None,
-    chunk: int = FILES_PER_CHUNK,
+    chunk: int | None = None,
 ) -> Iterator[TaggedFile | AudioDecodeError]:
-    """For each file in order, its tags or the reason it could not be decoded."""
+    """For each file in order, its tags or the reason it could not be decoded.
+
+    Files are read and predicted a chunk at a time (`chunk` files or FRAMES_PER_CHUNK frames,
+    whichever comes first): memory holds one chunk's spectrograms, whatever the number of files.
+    """
     extractor = extractor or default_extractor()
+    chunk = chunk or FILES_PER_CHUNK
     tile, step = source.predictor.tile, source.predictor.step
-    for start in range(0, len(files), chunk):
-        results: list[Clip | AudioDecodeError] = []
-        for path in files[start : start + chunk]:
-            try:
-                results.append(read_clip(Path(path), extractor))
-            except AudioDecodeError as error:
-                results.append(error)
+
+    def predicted(
+        results: list[Clip | AudioDecodeError],
+    ) -> Iterator[TaggedFile | AudioDecodeError]:
         clips = [r for r in results if isinstance(r, Clip)]
-        tags = iter(source.predict([c.spectrogram for c in clips]))
+        tags = iter(source.predict([c.spectrogram for c in clips]) if clips else ())
         for result in results:
             if isinstance(result, Clip):
                 yield TaggedFile(result, next(tags), tile_starts(result, tile, step))
             else:
                 yield result
 
+    results: list[Clip | AudioDecodeError] = []
+    frames = 0
+    for path in files:
+        try:
+            results.append(read_clip(Path(path), extractor))
+            frames += results[-1].spectrogram.shape[1]
+        except AudioDecodeError as error:
+            results.append(error)
+        if len(results) >= chunk or frames >= FRAMES_PER_CHUNK:
+            yield from predicted(results)
+            results, frames = [], 0
+    yield from predicted(results)
+
+
+def probabilities_frame(
+    paths: Sequence[str], probabilities: Sequence[np.ndarray], classes: Sequence[str]
+) -> pd.DataFrame:
+    """path + one probability column per class, one row per file."""
+    frame = pd.DataFrame(np.stack(probabilities).astype(np.float64), columns=list(classes))
+    frame.insert(0, "path", list(paths))
+    return frame
+
 
 def clips_frame(tagged: Sequence[TaggedFile], classes: Sequence[str]) -> pd.DataFrame:
     """path + one probability column per class, one row per file."""
-    frame = pd.DataFrame(
-        np.stack([t.tags.clip for t in tagged]).astype(np.float64), columns=list(classes)
+    return probabilities_frame(
+        [str(t.clip.path) for t in tagged], [t.tags.clip for t in tagged], classes
     )
-    frame.insert(0, "path", [str(t.clip.path) for t in tagged])
-    return frame
 
 
 def tiles_frame(
@@ -378,3 +404,51 @@ def tiles_frame(
     frame.insert(2, "start_s", starts)
     frame.insert(3, "end_s", starts + tile_seconds)
     return frame
+
+
+class RowWriter:
+    """--csv and --tiles-csv written as files are tagged: each file's rows are appended and
+    flushed at once, so an interrupted run leaves CSVs complete up to the last file tagged
+    (the same text as `clips_frame`/`tiles_frame` of all files written at the end). A CSV is
+    created with the first row: a run that tags nothing leaves an existing file alone."""
+
+    def __init__(
+        self,
+        clips_csv: Path | None,
+        tiles_csv: Path | None,
+        classes: Sequence[str],
+        tile_seconds: float,
+    ) -> None:
+        self.paths = [p for p in (clips_csv, tiles_csv) if p is not None]
+        self.clips_csv, self.tiles_csv = clips_csv, tiles_csv
+        self.classes, self.tile_seconds = classes, tile_seconds
+        self.rows = 0
+        self._handles: dict[Path, object] = {}
+
+    def _append(self, path: Path | None, frame: pd.DataFrame) -> None:
+        if path is None:
+            return
+        handle = self._handles.get(path)
+        first = handle is None
+        if first:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self._handles[path] = path.open("w", newline="")
+        frame.to_csv(handle, header=first, index=False)
+        handle.flush()
+
+    def write(self, tagged: TaggedFile) -> None:
+        self._append(self.clips_csv, clips_frame([tagged], self.classes))
+        if self.tiles_csv is not None:
+            self._append(self.tiles_csv, tiles_frame([tagged], self.classes, self.tile_seconds))
+        self.rows += 1
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

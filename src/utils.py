@@ -63,6 +63,11 @@ def writer_lock(lock_path: str | os.PathLike, what: str, wait: bool = False) -> 
     if fcntl is None:
         yield
         return
+    made = []  # folders created for the lock, deepest first: removed again if left empty
+    folder = lock_path.parent
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = _lock_file(lock_path, what, wait)
     if fd is None:
@@ -76,6 +81,11 @@ def writer_lock(lock_path: str | os.PathLike, what: str, wait: bool = False) -> 
         lock_path.unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)  # also for forked children sharing the descriptor
         os.close(fd)
+        for folder in made:  # a refused run leaves no empty output folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: the run wrote something
 
 
 def _lock_file(lock_path: Path, what: str, wait: bool) -> int | None:

@@ -61,6 +61,24 @@ def test_onnx_predictor_tiles_as_predictor(small_export):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
+def test_onnx_outputs_are_checked_as_the_predictors_are(small_export):
+    """The exported network goes through Predictor's tiles, batches and output check: a
+    damaged export giving NaN is an error naming the file, not NaN tags."""
+    from src.prediction.tiling import PredictionError
+
+    _, onnx_file = small_export
+    predictor = OnnxPredictor(onnx_file)
+
+    class Damaged:
+        def run(self, names, feeds):
+            return [np.full((len(feeds["input"]), 80), np.nan, np.float32)]
+
+    predictor.session = Damaged()
+    spectrogram = np.zeros((128, 100), np.float32)
+    with pytest.raises(PredictionError, match=f"{onnx_file}: the model gives non-finite"):
+        predictor.predict_tiles([spectrogram])
+
+
 def test_tag_audio_with_onnx_matches_the_checkpoint(small_export, tmp_path, capsys):
     import tag_audio
 

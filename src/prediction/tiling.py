@@ -162,7 +162,7 @@ class Predictor:
         for start in range(0, len(where), self.batch_size):
             chunk = where[start : start + self.batch_size]
             batch = stack_deltas(torch.stack([tiles[clip][tile] for clip, tile in chunk]))
-            output = self.model.predict(batch).float().cpu()
+            output = self._forward(batch)
             if not bool(torch.isfinite(output).all()):
                 raise PredictionError(
                     f"{self.name}: the model gives non-finite outputs (NaN or infinite) for "
@@ -171,3 +171,7 @@ class Predictor:
             outputs.append(output)
         probabilities = torch.cat(outputs).numpy()
         return np.split(probabilities, np.cumsum(counts)[:-1])
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities (float32, on the CPU) of a batch of model inputs."""
+        return self.model.predict(batch).float().cpu()

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.augment.deltas import stack_deltas
 from src.config import AUDIO, ConfigError
-from src.prediction.tiling import load_checkpoint, make_tiles
+from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import checkpoint_classes
 from src.tools.tagging import ModelSource, Tags
 from src.utils import plain_module
@@ -151,8 +150,9 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
     )
 
 
-class OnnxPredictor:
-    """`Predictor` with an exported network: the same tiles, then ONNX Runtime (CPU)."""
+class OnnxPredictor(Predictor):
+    """`Predictor` with an exported network: the same tiles, batches and output checks, then
+    ONNX Runtime (CPU) in place of torch."""
 
     def __init__(
         self,
@@ -165,6 +165,7 @@ class OnnxPredictor:
         if not path.is_file():
             raise ConfigError(f"{path}: ONNX model not found")
         self.path = path
+        self.name = str(path)
         self.session = make_session(path, threads)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "crop_size" not in metadata or "classes" not in metadata:
@@ -176,22 +177,13 @@ class OnnxPredictor:
         self.step = int(tile_step or self.tile // 4)
         self.batch_size = batch_size
 
-    def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
-        """One (n_tiles, n_classes) float32 array per spectrogram, as `Predictor` gives."""
-        if not spectrograms:
-            return []
-        tiles = [
-            make_tiles(torch.from_numpy(np.array(s, dtype=np.float32)), self.tile, self.step)
-            for s in spectrograms
-        ]
-        counts = [len(t) for t in tiles]
-        flat = torch.cat(tiles)
-        outputs = []
-        for start in range(0, len(flat), self.batch_size):
-            batch = stack_deltas(flat[start : start + self.batch_size]).numpy()
-            outputs.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
-        probabilities = np.concatenate(outputs).astype(np.float32, copy=False)
-        return np.split(probabilities, np.cumsum(counts)[:-1])
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        output = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+        return torch.from_numpy(output).float()
 
 
 class OnnxBlend:

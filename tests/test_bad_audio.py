@@ -377,3 +377,26 @@ def test_a_long_waveform_is_computed_in_segments_with_the_same_log_mel():
     np.testing.assert_allclose(got, whole, atol=1e-4, rtol=0)
     loud = segmented([audio * np.float32(LOUD)])[0]
     np.testing.assert_allclose(loud - 600.0, whole, atol=2e-3, rtol=0)
+
+
+def test_a_stacking_mlp_with_non_finite_outputs_is_an_error_naming_the_checkpoint(tmp_path):
+    """The stacking MLPs' outputs are checked as the CNNs' are (prediction.tiling.check_outputs)."""
+    from src.models.argus_models import StackingModel
+    from src.prediction.ensemble import predict_mlp
+    from src.prediction.tiling import load_checkpoint
+    from src.training.loop import save_model_atomic
+
+    params = {
+        "nn_module": ("FCNet", {"in_channels": 160, "num_classes": 80, "base_size": 8}),
+        "loss": ("BCEWithLogits", {}),
+        "optimizer": ("Adam", {"lr": 0.001}),
+        "device": "cpu",
+    }
+    model = StackingModel(params)
+    with torch.no_grad():
+        next(model.nn_module.parameters()).fill_(float("nan"))
+    checkpoint = tmp_path / "model-001-0.500000.pth"
+    save_model_atomic(model, checkpoint)
+    inputs = np.full((3, 160), 0.5, np.float32)
+    with pytest.raises(PredictionError, match=f"{checkpoint}: .*non-finite"):
+        predict_mlp(load_checkpoint(checkpoint, "cpu"), inputs)

@@ -23,7 +23,7 @@ from src.data.store import test_store
 from src.experiments import tile_steps
 from src.prediction.experiment import predict_set_cached
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
-from src.prediction.tiling import Predictor, load_checkpoint, output_count
+from src.prediction.tiling import Predictor, check_outputs, load_checkpoint, output_count
 from src.runs import (
     align_columns,
     check_experiment_classes,
@@ -47,7 +47,9 @@ def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
         batch = torch.from_numpy(
             np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
         )
-        outputs.append(model.predict(batch).float().cpu().numpy())
+        output = model.predict(batch).float().cpu()
+        name = getattr(model, "checkpoint_path", "a stacking MLP")
+        outputs.append(check_outputs(output, name).numpy())
     return (
         np.concatenate(outputs)
         if outputs

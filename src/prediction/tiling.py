@@ -96,6 +96,7 @@ def load_checkpoint(
             f"{path}: the weights do not fit the recorded network: {type(error).__name__}: {first}"
         ) from None
     model.eval()
+    model.checkpoint_path = str(path)  # named by the output check (check_outputs)
     return model
 
 
@@ -107,6 +108,16 @@ def output_count(model) -> int:
 class PredictionError(ConfigError):
     """A model whose outputs are not finite (a damaged checkpoint): the scripts' one-line
     error, naming the checkpoint."""
+
+
+def check_outputs(output: torch.Tensor, name: str) -> torch.Tensor:
+    """A model's outputs for finite input must be finite: NaN or inf means damaged weights."""
+    if not bool(torch.isfinite(output).all()):
+        raise PredictionError(
+            f"{name}: the model gives non-finite outputs (NaN or infinite) for finite input: "
+            "the checkpoint is damaged (NaN/inf weights?)"
+        )
+    return output
 
 
 class Predictor:
@@ -162,13 +173,7 @@ class Predictor:
         for start in range(0, len(where), self.batch_size):
             chunk = where[start : start + self.batch_size]
             batch = stack_deltas(torch.stack([tiles[clip][tile] for clip, tile in chunk]))
-            output = self._forward(batch)
-            if not bool(torch.isfinite(output).all()):
-                raise PredictionError(
-                    f"{self.name}: the model gives non-finite outputs (NaN or infinite) for "
-                    "finite input: the checkpoint is damaged (NaN/inf weights?)"
-                )
-            outputs.append(output)
+            outputs.append(check_outputs(self._forward(batch), self.name))
         probabilities = torch.cat(outputs).numpy()
         return np.split(probabilities, np.cumsum(counts)[:-1])
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from src.cli import check_output_file, fail
 from src.config import AUDIO, ConfigError, get_paths
-from src.data.audio import AudioDecodeError
+from src.data.audio import AudioDecodeError, SpectrogramError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         return stream(args, interactive)
     except (ConfigError, AudioDecodeError) as error:
         return fail(error)
+    except SpectrogramError:
+        source = args.input or "the microphone"
+        return fail(ConfigError(f"{source}: NaN or infinite samples: no finite log-mel"))
 
 
 def open_blocks(args: argparse.Namespace, block_samples: int, wait) -> Iterator[np.ndarray]:

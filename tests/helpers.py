@@ -81,3 +81,40 @@ def run_kernel(kernel: Path, root: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=900,
     )
+
+
+# A stand-in for the sounddevice module (the demo's microphone path without a microphone).
+
+
+class FakeSoundDevice:
+    """The parts of sounddevice the demo uses; the stream delivers `blocks` when started."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, blocks: list[np.ndarray], broken: bool = False) -> None:
+        self.blocks, self.broken = blocks, broken
+        self.stream_arguments: dict = {}
+        self.closed = False
+
+    def query_devices(self, device=None, kind=None):
+        if self.broken:
+            raise self.PortAudioError("Error querying device -1")
+        return "0 Fake microphone, ALSA (1 in, 0 out)"
+
+    def InputStream(self, **arguments):
+        self.stream_arguments = arguments
+        fake = self
+
+        class Stream:
+            def start(self) -> None:
+                for block in fake.blocks:
+                    arguments["callback"](block[:, None], len(block), None, None)
+
+            def stop(self) -> None:
+                pass
+
+            def close(self) -> None:
+                fake.closed = True
+
+        return Stream()

@@ -4,6 +4,7 @@ decoder failures of any kind, forged headers, truncated files, and tag_audio.py'
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from src.data.store import Extraction, get_store
 from src.models.argus_models import FreesoundModel
 from src.prediction.tiling import PredictionError, Predictor
 from src.training.loop import save_model_atomic
-from tests.helpers import tone, write_wav
+from tests.helpers import FakeSoundDevice, tone, write_wav
 
 LOUD = 1e30  # finite in float32, but its square is not
 
@@ -400,3 +401,19 @@ def test_a_stacking_mlp_with_non_finite_outputs_is_an_error_naming_the_checkpoin
     inputs = np.full((3, 160), 0.5, np.float32)
     with pytest.raises(PredictionError, match=f"{checkpoint}: .*non-finite"):
         predict_mlp(load_checkpoint(checkpoint, "cpu"), inputs)
+
+
+def test_the_demo_stops_on_microphone_samples_without_a_finite_log_mel(
+    tmp_path, capsys, monkeypatch
+):
+    """A file with NaN samples is refused when decoded; a microphone block with NaN (a broken
+    driver) is one line too, not a traceback."""
+    import demo
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth")
+    blocks = [tone(1.0), np.full(44100, np.nan, np.float32), tone(1.0)]
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(blocks))
+    argv = ["--headless", "--seconds", "3", "--model", str(checkpoint), "--device", "cpu"]
+    assert demo.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: the microphone: NaN or infinite samples: no finite log-mel"

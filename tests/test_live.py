@@ -25,7 +25,7 @@ from src.tools.live import (
     microphone_blocks,
     paced,
 )
-from tests.helpers import tone, write_wav
+from tests.helpers import FakeSoundDevice, tone, write_wav
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -164,40 +164,6 @@ def test_paced_releases_block_i_at_i_seconds_without_drift():
         clock.now += 1.5 if index == 1 else 0.3  # the work on each block
     # Block 3 is late (1.5 s of work on block 2) and comes at once; block 4 is on time again.
     assert released == pytest.approx([101.0, 102.0, 103.5, 104.0])
-
-
-class FakeSoundDevice:
-    """The parts of sounddevice the demo uses; the stream delivers `blocks` when started."""
-
-    class PortAudioError(Exception):
-        pass
-
-    def __init__(self, blocks: list[np.ndarray], broken: bool = False) -> None:
-        self.blocks, self.broken = blocks, broken
-        self.stream_arguments: dict = {}
-        self.closed = False
-
-    def query_devices(self, device=None, kind=None):
-        if self.broken:
-            raise self.PortAudioError("Error querying device -1")
-        return "0 Fake microphone, ALSA (1 in, 0 out)"
-
-    def InputStream(self, **arguments):
-        self.stream_arguments = arguments
-        fake = self
-
-        class Stream:
-            def start(self) -> None:
-                for block in fake.blocks:
-                    arguments["callback"](block[:, None], len(block), None, None)
-
-            def stop(self) -> None:
-                pass
-
-            def close(self) -> None:
-                fake.closed = True
-
-        return Stream()
 
 
 def test_microphone_blocks_open_the_original_stream_and_yield_its_blocks():

@@ -171,8 +171,11 @@ def _read_mono(path: Path, sound: soundfile.SoundFile, max_seconds: float) -> np
     return mono[:done]
 
 
-def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the native sampling rate."""
+def decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the native sampling rate (no resampling, no checks of the
+    samples: `load_audio` is the pipeline's reader). Longer than `max_seconds` (default
+    `max_audio_seconds()`) is refused before allocating."""
+    max_seconds = max_seconds or max_audio_seconds()
     first_error = "not read"
     try:
         sound = soundfile.SoundFile(path)
@@ -214,7 +217,7 @@ def load_audio(
             raise AudioDecodeError(path, "file not found" if not path.exists() else "not a file")
         if path.stat().st_size == 0:
             raise AudioDecodeError(path, "empty file (0 bytes)")
-        audio, native_sr = _decode(path, max_seconds or max_audio_seconds())
+        audio, native_sr = decode(path, max_seconds)
         if audio.size == 0:
             raise AudioDecodeError(path, "no audio samples (zero-length stream)")
         if not np.all(np.isfinite(audio)):

@@ -39,7 +39,7 @@ import pandas as pd
 import soundfile
 
 from src.config import ConfigError
-from src.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, _decode
+from src.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode, file_failure
 
 PATH_COLUMNS = ("path", "fname", "file")
 LABEL_COLUMNS = ("labels", "label")
@@ -155,7 +155,8 @@ def decode_problem(path: Path) -> str | None:
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         pass
     try:  # formats libsndfile cannot read go through the pipeline's own fallback
-        data, _ = _decode(path)
+        with file_failure(path):  # any decoder failure is this file's
+            data, _ = decode(path)
     except AudioDecodeError as error:
         return error.reason
     return None if data.size else "no audio samples"

@@ -118,3 +118,34 @@ class FakeSoundDevice:
                 fake.closed = True
 
         return Stream()
+
+
+def save_cnn_checkpoint(
+    path: Path, crop_size: int = 32, poison: bool = False, **model_kwargs
+) -> Path:
+    """An untrained AuxSkipAttention checkpoint (80 classes, width 4 unless given), seeded.
+    `poison`: one weight NaN, what two flipped exponent bits do to a float."""
+    import torch
+
+    from src.models.argus_models import FreesoundModel
+    from src.training.loop import save_model_atomic
+
+    network = {"num_classes": 80, "base_size": 4, "dropout": 0.1, **model_kwargs}
+    params = {
+        "nn_module": ("AuxSkipAttention", network),
+        "loss": ("BCEWithLogits", {}),
+        "optimizer": ("Adam", {"lr": 0.001}),
+        "device": "cpu",
+        "aux_weights": [1.0, 0.4, 0.2, 0.1],
+        "amp": "off",
+        "channels_last": False,
+        "crop_size": crop_size,
+    }
+    torch.manual_seed(0)
+    model = FreesoundModel(params)
+    if poison:
+        with torch.no_grad():
+            next(model.nn_module.parameters()).view(-1)[0] = float("nan")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model_atomic(model, path)
+    return path

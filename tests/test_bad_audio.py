@@ -26,10 +26,9 @@ from src.data.audio import (
     trim_audio,
 )
 from src.data.store import Extraction, get_store
-from src.models.argus_models import FreesoundModel
 from src.prediction.tiling import PredictionError, Predictor
 from src.training.loop import save_model_atomic
-from tests.helpers import FakeSoundDevice, tone, write_wav
+from tests.helpers import FakeSoundDevice, save_cnn_checkpoint, tone, write_wav
 
 LOUD = 1e30  # finite in float32, but its square is not
 
@@ -132,29 +131,8 @@ def test_store_of_a_loud_float_wav_is_finite(tmp_path):
 # ---------------------------------------------------------------- item 3: model outputs
 
 
-def save_tiny_checkpoint(path: Path, poison: bool = False) -> Path:
-    params = {
-        "nn_module": ("AuxSkipAttention", {"num_classes": 80, "base_size": 4, "dropout": 0.1}),
-        "loss": ("BCEWithLogits", {}),
-        "optimizer": ("Adam", {"lr": 0.001}),
-        "device": "cpu",
-        "aux_weights": [1.0, 0.4, 0.2, 0.1],
-        "amp": "off",
-        "channels_last": False,
-        "crop_size": 32,
-    }
-    torch.manual_seed(0)
-    model = FreesoundModel(params)
-    if poison:  # what two flipped exponent bits do to a weight
-        with torch.no_grad():
-            next(model.nn_module.parameters()).view(-1)[0] = float("nan")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(model, path)
-    return path
-
-
 def test_a_model_with_non_finite_outputs_is_an_error_naming_the_checkpoint(tmp_path):
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth", poison=True)
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth", poison=True)
     spectrogram = np.random.default_rng(0).normal(size=(128, 70)).astype(np.float32)
     with pytest.raises(PredictionError, match=f"{checkpoint}: .*non-finite") as raised:
         Predictor(checkpoint, "cpu").predict_tiles([spectrogram])
@@ -166,7 +144,7 @@ def tag(argv: list[str]) -> int:
 
 
 def test_tag_audio_refuses_a_checkpoint_giving_nan(tmp_path, capsys):
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth", poison=True)
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth", poison=True)
     clip = write_wav(tmp_path / "a.wav", tone(1.0))
     assert tag([str(clip), "--model", str(checkpoint)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -174,7 +152,7 @@ def test_tag_audio_refuses_a_checkpoint_giving_nan(tmp_path, capsys):
 
 
 def test_tag_audio_tags_a_loud_float_wav(tmp_path, capsys):
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth")
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth")
     loud = loud_wav(tmp_path / "loud.wav")
     csv = tmp_path / "tags.csv"
     assert tag([str(loud), "--model", str(checkpoint), "--csv", str(csv)]) == 0
@@ -256,7 +234,7 @@ def test_store_keeps_going_past_forged_and_truncated_files(tmp_path, caplog):
 
 def test_tag_audio_keeps_going_past_forged_and_truncated_files(tmp_path, capsys):
     files = forged_folder(tmp_path / "audio")
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth")
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth")
     csv = tmp_path / "tags.csv"
     assert tag([str(tmp_path / "audio"), "--model", str(checkpoint), "--csv", str(csv)]) == 0
     captured = capsys.readouterr()
@@ -278,7 +256,7 @@ def test_tag_audio_writes_rows_as_it_goes_and_reports_ctrl_c(tmp_path, capsys, m
     folder = tmp_path / "audio"
     for index in range(5):
         write_wav(folder / f"{index}.wav", tone(0.7, 300 + 100 * index))
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth")
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth")
     csv, tiles_csv = tmp_path / "tags.csv", tmp_path / "tiles.csv"
     real_read_clip = tagging.read_clip
 
@@ -339,7 +317,7 @@ def test_tiles_are_predicted_in_batches_with_the_same_results(tmp_path):
     from src.augment.deltas import stack_deltas
     from src.prediction.tiling import make_tiles
 
-    predictor = Predictor(save_tiny_checkpoint(tmp_path / "m.pth"), "cpu", batch_size=5)
+    predictor = Predictor(save_cnn_checkpoint(tmp_path / "m.pth"), "cpu", batch_size=5)
     rng = np.random.default_rng(0)
     spectrograms = [rng.normal(size=(128, w)).astype(np.float32) for w in (10, 70, 200, 33)]
     flat = torch.cat(
@@ -385,7 +363,6 @@ def test_a_stacking_mlp_with_non_finite_outputs_is_an_error_naming_the_checkpoin
     from src.models.argus_models import StackingModel
     from src.prediction.ensemble import predict_mlp
     from src.prediction.tiling import load_checkpoint
-    from src.training.loop import save_model_atomic
 
     params = {
         "nn_module": ("FCNet", {"in_channels": 160, "num_classes": 80, "base_size": 8}),
@@ -410,7 +387,7 @@ def test_the_demo_stops_on_microphone_samples_without_a_finite_log_mel(
     driver) is one line too, not a traceback."""
     import demo
 
-    checkpoint = save_tiny_checkpoint(tmp_path / "model-001-0.500000.pth")
+    checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth")
     blocks = [tone(1.0), np.full(44100, np.nan, np.float32), tone(1.0)]
     monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(blocks))
     argv = ["--headless", "--seconds", "3", "--model", str(checkpoint), "--device", "cpu"]

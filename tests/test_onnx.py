@@ -7,11 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from src.models.argus_models import FreesoundModel
-from src.training.loop import save_model_atomic
-from tests.helpers import tone, write_wav
+from tests.helpers import save_cnn_checkpoint, tone, write_wav
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -20,24 +17,10 @@ from src.prediction.tiling import Predictor
 from src.tools.onnx_export import OnnxPredictor, export_checkpoint
 
 
-def save_model(path, **model_kwargs) -> None:
-    params = {
-        "nn_module": ("AuxSkipAttention", {"num_classes": 80, **model_kwargs}),
-        "loss": ("BCEWithLogits", {}),
-        "optimizer": ("Adam", {"lr": 0.001}),
-        "device": "cpu",
-        "aux_weights": [1.0, 0.4, 0.2, 0.1],
-        "amp": "off",
-        "channels_last": False,
-        "crop_size": 64,
-    }
-    torch.manual_seed(0)
-    save_model_atomic(FreesoundModel(params), path)
-
-
 def test_full_size_aux_skip_attention_agrees_with_pytorch(tmp_path):
     checkpoint = tmp_path / "model-001-0.500000.pth"
-    save_model(checkpoint, base_size=64, dropout=0.4, last_fc=4)  # corr_noisy_007's network
+    network = {"base_size": 64, "dropout": 0.4, "last_fc": 4}  # corr_noisy_007's network
+    save_cnn_checkpoint(checkpoint, crop_size=64, **network)
     started = time.perf_counter()
     report = export_checkpoint(checkpoint, tmp_path / "full.onnx")
     print(f"full-size export + check: {time.perf_counter() - started:.1f} s")  # about 10 s
@@ -48,7 +31,7 @@ def test_full_size_aux_skip_attention_agrees_with_pytorch(tmp_path):
 @pytest.fixture
 def small_export(tmp_path):
     checkpoint = tmp_path / "model-001-0.500000.pth"
-    save_model(checkpoint, base_size=4)
+    save_cnn_checkpoint(checkpoint, crop_size=64)
     return checkpoint, export_checkpoint(checkpoint, tmp_path / "small.onnx").path
 
 

@@ -25,7 +25,6 @@ table; --plot DIR adds DIR/confusion_matrix.png. See docs/demo.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -119,23 +118,6 @@ def model_source(args: argparse.Namespace, device: str):
     return experiment_source(experiments_dir, name, device, args.batch_size)
 
 
-def writable(path: Path) -> None:
-    """A CSV path the run can create, checked before any tagging (ConfigError otherwise)."""
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(
-            f"{folder}: cannot create the folder for {path} ({error.strerror})"
-        ) from None
-    if (
-        path.is_dir()
-        or not os.access(folder, os.W_OK)
-        or (path.exists() and not os.access(path, os.W_OK))
-    ):
-        raise ConfigError(f"{path}: cannot write this file (a folder, or no write permission)")
-
-
 def main(argv: list[str] | None = None) -> int:
     from src.prediction.tiling import set_prediction_amp
     from src.tools.tagging import (
@@ -152,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         truth = None if args.score is None else read_truth(args.score)
         files = collect_audio_files(args.inputs)
-        for path in (args.csv, args.tiles_csv):
-            if path is not None:
-                writable(path)
         source = model_source(args, args.device or default_device())
     except ConfigError as error:
         return fail(error)

@@ -54,77 +54,37 @@ def fsdd(real_audio) -> Path:
 # trained models: synthetic data, folds, 7 first-level + 3 stacking experiments, predictions,
 # submission.csv. FREESOUND_TEST_SMOKE_TREE may name a data directory from an earlier run to
 # copy instead (for quick local iterations; CI always builds it).
-#
-# It is the longest item of the suite (minutes), so it starts in the background as soon as the
-# tests are collected, and the tests that need it run last: the others run meanwhile, on the
-# cores its training leaves idle between steps.
 # ----------------------------------------------------------------------------------------------
 
 SMOKE_TREE_ENV = "FREESOUND_TEST_SMOKE_TREE"
-SMOKE_FIXTURES = {"smoke_tree", "smoke_data"}
-
-
-def _needs_smoke(item: pytest.Item) -> bool:
-    return bool(SMOKE_FIXTURES & set(getattr(item, "fixturenames", ())))
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    # Stable: each group keeps pytest's order.
-    items.sort(key=_needs_smoke)
-
-
-def pytest_collection_finish(session) -> None:
-    if os.environ.get(SMOKE_TREE_ENV) or not any(map(_needs_smoke, session.items)):
-        return
-    import subprocess
-
-    base = session.config._tmp_path_factory.mktemp("smoke")
-    log = (base / "pipeline.log").open("w")
-    process = subprocess.Popen(
-        ["bash", "ensemble_pipeline.sh", "--smoke"],
-        cwd=REPO_ROOT,
-        env={**pipeline_env(base / "data", base / "kernel"), "MPLBACKEND": "Agg"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: stopped whole if the session ends
-    )
-    session.config.stash[_SMOKE_BUILD] = (process, base, log)
-
-
-def pytest_unconfigure(config) -> None:
-    build = config.stash.get(_SMOKE_BUILD, None)
-    if build is not None and build[0].poll() is None:  # the session ended first (-x, Ctrl-C)
-        import signal
-
-        os.killpg(build[0].pid, signal.SIGKILL)
-        build[0].wait()
-
-
-_SMOKE_BUILD = pytest.StashKey[tuple]()
 
 
 @pytest.fixture(scope="session")
-def smoke_tree(tmp_path_factory, request) -> Path:
+def smoke_tree(tmp_path_factory) -> Path:
     import shutil
+    import subprocess
 
+    base = tmp_path_factory.mktemp("smoke")
+    target = base / "data"
     prebuilt = os.environ.get(SMOKE_TREE_ENV)
     if prebuilt:
-        target = tmp_path_factory.mktemp("smoke") / "data"
         shutil.copytree(prebuilt, target, symlinks=True)
         return target
-    build = request.config.stash.get(_SMOKE_BUILD, None)
-    if build is None:  # e.g. a test selected by -k after collection: not expected, but safe
-        pytest.fail("the smoke pipeline was not started at collection")
-    process, base, log = build
-    try:
-        returncode = process.wait(timeout=2400)
-    finally:
-        log.close()
-    if returncode != 0:
-        tail = (base / "pipeline.log").read_text()[-3000:]
-        pytest.fail(f"smoke pipeline failed (log: {base / 'pipeline.log'}):\n{tail}")
-    return base / "data"
+    env = pipeline_env(target, base / "kernel")
+    result = subprocess.run(
+        ["bash", "ensemble_pipeline.sh", "--smoke"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    (base / "pipeline.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        pytest.fail(
+            f"smoke pipeline failed (log: {base / 'pipeline.log'}):\n{result.stderr[-3000:]}"
+        )
+    return target
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ import soundfile
 
 from src.config import ConfigError
 from src.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode, file_failure
+from src.utils import tmp_name
 
 PATH_COLUMNS = ("path", "fname", "file")
 LABEL_COLUMNS = ("labels", "label")
@@ -390,7 +391,7 @@ def make_dataset(
             if other != split:
                 report.cross_split.append(f"{clip.path} ({other} and {split})")
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = tmp_name(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

@@ -30,7 +30,7 @@ from src.config import REPO_ROOT, WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiments import STACKING, resolve
 from src.kaggle.runtime import KernelPlan, with_stacking_inputs
 from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_params
-from src.utils import write_text_atomic
+from src.utils import tmp_name, write_text_atomic
 
 TEMPLATE = Path(__file__).parent / "templates" / "kernel.py"
 KERNEL_SCRIPTS = (
@@ -207,7 +207,7 @@ def package_weights(
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = tmp_name(out)
     members = []
     try:
         with zipfile.ZipFile(tmp, "w") as archive:

@@ -29,7 +29,7 @@ from src.config import AUDIO, ConfigError
 from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import checkpoint_classes
 from src.tools.tagging import ModelSource, Tags
-from src.utils import plain_module
+from src.utils import plain_module, tmp_name
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -82,7 +82,7 @@ def export_checkpoint(
     started = time.perf_counter()
     example = _example_input(params, 2)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = tmp_name(out)
     with torch.no_grad(), warnings.catch_warnings():
         # The LSTM warns that other batch sizes may fail: checked below with batch 1 and 3.
         warnings.filterwarnings("ignore", message=".*batch_size other than 1.*LSTM")

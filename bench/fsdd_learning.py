@@ -27,12 +27,14 @@ from src.augment.mixers import get_mixer
 from src.augment.transforms import get_transforms
 from src.config import REPO_ROOT, Vocabulary
 from src.data.store import get_store
+from src.experiment_files import load_experiment
 from src.models.argus_models import FreesoundModel
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.training.datasets import ClipDataset, EpochSampler, ProbabilityMix
 from src.training.loop import FoldParts, Schedule, run_fold
 
 DIGITS = Vocabulary(tuple("0123456789"))
+CPU_TRANSFORMS = load_experiment("corr_noisy_007", scale="cpu")["transforms"]
 
 
 @dataclass
@@ -71,7 +73,8 @@ def fsdd_learning(
         meta["fname"][~is_val].tolist(),
         targets[~is_val],
         0,
-        get_transforms(True, settings.crop),
+        # The cpu scale's augmentations (their resize range follows the crop width).
+        get_transforms(True, settings.crop, **CPU_TRANSFORMS),
         get_mixer(settings.mixer_prob),
     )
     val = ClipDataset(

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
-from src.experiments import CPU_CNN, EXPERIMENTS, Config, merge, resolve
+from src.experiments import (
+    CPU_CNN,
+    EXPERIMENTS,
+    Config,
+    check_resize_ratio,
+    follow_crop,
+    merge,
+    resolve,
+)
 
 FILE_KEYS = ("base", "name")  # keys of an experiment file that are not settings
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -148,7 +156,8 @@ def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) ->
                 "--scale cpu is for first-level experiments; a stacking experiment trains at "
                 "--smoke or full size (its MLP is small)"
             )
-        config = apply_overrides(config, CPU_CNN, "the cpu scale")
+        old_crop = config["crop_size"]
+        config = follow_crop(apply_overrides(config, CPU_CNN, "the cpu scale"), old_crop)
         config["scale"] = "cpu"
     config = apply_overrides(config, overrides, source)
     all_overrides = copy.deepcopy(overrides)
@@ -160,6 +169,7 @@ def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) ->
         raise ConfigError(
             f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"
         )
+    check_resize_ratio(config)
     config["name"] = name
     if name != base or all_overrides:
         config["base"] = base

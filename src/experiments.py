@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from src.config import ConfigError
+from src.config import AudioConfig, ConfigError
 
 Config = dict[str, Any]
 
@@ -263,6 +263,45 @@ def merge(config: Config, changes: Config) -> Config:
     return merged
 
 
+def follow_crop(config: Config, old_crop: int | None) -> Config:
+    """RandomResizedCrop's aspect range scaled as the crop width changed from `old_crop`.
+
+    The range (crop width / height, e.g. [1.7, 2.3]) was set for the original's 256-frame crops
+    over 128 mel bands (aspect 2). Kept as it is on a 64-frame crop (aspect 0.5), no box fits in
+    the sampler's 10 attempts and every resized crop falls back to one fixed centre box: 38 mel
+    bands stretched over 128. So a scale that changes the crop width scales the range with it.
+    """
+    ratio = config.get("transforms", {}).get("resize_ratio")
+    if old_crop and ratio is not None and config["crop_size"] != old_crop:
+        factor = config["crop_size"] / old_crop
+        config["transforms"]["resize_ratio"] = [round(r * factor, 6) for r in ratio]
+    return config
+
+
+def rescale(config: Config, changes: Config) -> Config:
+    """`config` with a scale's `changes` merged, the resize range following the crop."""
+    return follow_crop(merge(config, changes), config.get("crop_size"))
+
+
+def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None:
+    """A ConfigError when RandomResizedCrop is on and its aspect range misses the crop's aspect
+    (every draw would then fall back to the same centre box; see `rescale`)."""
+    transforms = config.get("transforms") or {}
+    if config.get("kind") != "cnn" or not transforms.get("resize_prob"):
+        return
+    if transforms.get("resize_scale") is None:
+        return
+    low, high = transforms["resize_ratio"]
+    aspect = config["crop_size"] / n_mels
+    if not low <= aspect <= high:
+        raise ConfigError(
+            f"transforms.resize_ratio [{low:g}, {high:g}] does not contain the crop's aspect "
+            f"(crop_size {config['crop_size']} / {n_mels} mel bands = {aspect:g}): every "
+            "RandomResizedCrop would fall back to one fixed centre box; set a range around "
+            f"{aspect:g} (the original's [1.7, 2.3] is 2 +/- 15 % for 256-frame crops)"
+        )
+
+
 def resolve(name: str, smoke: bool = False) -> Config:
     """The complete configuration of a registered experiment (optionally smoke-scaled)."""
     if name not in EXPERIMENTS:
@@ -270,7 +309,7 @@ def resolve(name: str, smoke: bool = False) -> Config:
         raise ConfigError(f"unknown experiment {name!r}; registered: {known}")
     config = copy.deepcopy(EXPERIMENTS[name])
     if smoke:
-        config = merge(config, SMOKE_CNN if config["kind"] == "cnn" else SMOKE_STACKING)
+        config = rescale(config, SMOKE_CNN if config["kind"] == "cnn" else SMOKE_STACKING)
         if config["kind"] == "cnn":
             params = config["model"]["params"]
             params["dropout"] = params["dropout"] / SMOKE_DROPOUT_DIVISOR

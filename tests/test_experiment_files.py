@@ -217,3 +217,44 @@ def test_the_cpu_scale_and_smoke_as_a_scale(capsys):
     args = ["--experiment", "corr_noisy_007", "--smoke", "--scale", "cpu"]
     assert train_command(args, "", kind="cnn") == 1
     assert "--smoke is --scale smoke" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("experiment", "scale"),
+    [("corr_noisy_007", "cpu"), ("auxiliary_019", "cpu"), ("corr_noisy_007", "smoke")],
+)
+def test_resized_crops_stay_random_when_a_scale_narrows_the_crop(experiment, scale):
+    """The original's aspect range [1.7, 2.3] is for 256-frame crops over 128 mel bands. Kept on
+    a scale's 64-frame crop, no box fits and every resized crop was one fixed centre box (38 mel
+    bands stretched over 128). The range follows the crop: the same spread around its aspect."""
+    from src.augment.transforms import RandomResizedCrop
+
+    full, config = resolve(experiment), load_experiment(experiment, scale=scale)
+    factor = config["crop_size"] / full["crop_size"]
+    np.testing.assert_allclose(
+        config["transforms"]["resize_ratio"],
+        np.array(full["transforms"]["resize_ratio"]) * factor,
+    )
+    transforms = config["transforms"]
+    crop = RandomResizedCrop(tuple(transforms["resize_scale"]), tuple(transforms["resize_ratio"]))
+    rng = np.random.default_rng(0)
+    boxes = {crop.sample_box(128, config["crop_size"], rng) for _ in range(300)}
+    assert len(boxes) > 100
+    # every box covers the scale's share of the area with its aspect in the range: no fall-back
+    smallest = transforms["resize_scale"][0] * 128 * config["crop_size"] * 0.95
+    for box in boxes:
+        assert smallest <= box.height * box.width
+        low, high = transforms["resize_ratio"]
+        assert low * 0.9 <= box.width / box.height <= high * 1.1
+
+
+def test_a_crop_the_resize_range_misses_is_refused():
+    message = r"transforms.resize_ratio \[1.7, 2.3\] does not contain the crop's aspect"
+    with pytest.raises(ConfigError, match=message):
+        load_experiment("corr_noisy_007", sets=["crop_size=128"])
+    config = load_experiment(
+        "corr_noisy_007", sets=["crop_size=128", "transforms.resize_ratio=[0.85,1.15]"]
+    )
+    assert config["crop_size"] == 128
+    # without RandomResizedCrop the range does not matter
+    assert load_experiment("corrections_002", sets=["crop_size=128"])["crop_size"] == 128

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import KFold
 
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.corrections import apply_corrections, find_corrections, relabelled_only
@@ -97,6 +96,10 @@ def make_folds(
         )
     folds = curated[["fname", "labels"]].copy()
     folds["fold"] = -1
+    # scikit-learn (with SciPy) adds over a second to the start of every process that reads
+    # labels; only making folds needs it.
+    from sklearn.model_selection import KFold
+
     splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for fold, (_, val_index) in enumerate(splitter.split(folds)):
         folds.loc[val_index, "fold"] = fold

@@ -13,12 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from src.utils import tmp_name
+
 
 def _save(figure, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    tmp = tmp_name(path)  # per process: two runs drawing the same picture never mix their bytes
+    figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     os.replace(tmp, path)
 

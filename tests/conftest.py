@@ -16,8 +16,19 @@ REAL_AUDIO = Path(
 )
 
 # Test models are tiny: a second thread gains nothing, and on a busy machine a thread team
-# waits for its descheduled member (see docs/performance.md).
+# waits for its descheduled member (see docs/performance.md). `make test` runs two pytest
+# workers (pytest-xdist) on 2 cores, so the scripts tests start get one thread too.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SMOKE_GROUP = "smoke"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the smoke pipeline run on one pytest worker, so that it is built once."""
+    for item in items:
+        if "smoke_tree" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SMOKE_GROUP))
 
 
 @pytest.fixture(autouse=True)

@@ -31,11 +31,11 @@ def test_the_bench_configuration_reaches_0_9_on_a_held_out_speaker(fsdd, tmp_pat
 @pytest.mark.slow
 def test_own_sounds_path_learns_fsdd_at_the_cpu_scale(fsdd, tmp_path, capsys):
     """make_dataset.py -> make_folds.py -> train_folds.py --scale cpu (one fold) ->
-    tag_audio.py --score on a held-out speaker (bench/fsdd_own_sounds.py). The issue's target
-    is 0.9; one fold measured 0.895 (docs/performance.md), so this checks > 0.85."""
+    tag_audio.py --score on a held-out speaker (bench/fsdd_own_sounds.py): the issue's target,
+    >= 0.9 lwlrap (fold 0 measured 0.924 on 2 threads, 0.915 on one; docs/performance.md)."""
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     from fsdd_own_sounds import main as bench_main
 
     assert bench_main(["--fsdd", str(fsdd), "--keep", str(tmp_path / "work")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "fold 0" in x)
-    assert float(line.split()[3]) > 0.85, line
+    assert float(line.split()[3]) >= 0.9, line

@@ -194,6 +194,13 @@ def test_folder_named_like_an_audio_file(tmp_path):
     assert result.returncode == 1 and str(folder) in one_error_line(result)
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT back to the default. A suite started in the background by a
+    non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored: Ctrl-C would never reach the command under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SIZE = ["--curated-per-class", "20", "--noisy-per-class", "20", "--max-seconds", "4"]
 
 
@@ -208,6 +215,7 @@ def test_ctrl_c_is_one_line_status_130_and_leaves_nothing(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a command
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 120
@@ -280,6 +288,7 @@ def test_ctrl_c_during_folds_in_parallel_stops_every_worker_with_one_line(tiny_d
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     experiment = tiny_data / "experiments" / "auxiliary_016"
     try:

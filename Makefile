@@ -65,9 +65,10 @@ venv: $(BIN)/.installed
 smoke: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH FREESOUND_DATA_DIR=$(SMOKE_DIR) ./ensemble_pipeline.sh --smoke
 
-# One pytest worker per core (pytest-xdist); the smoke pipeline's tests share one worker.
+# One pytest worker per core (pytest-xdist); the smoke pipeline is built once and shared
+# (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto
 
 # The checks of minutes left out of `make test` (FSDD to >= 0.9 lwlrap on a held-out speaker).
 test-slow: venv

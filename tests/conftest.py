@@ -21,14 +21,23 @@ REAL_AUDIO = Path(
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SMOKE_GROUP = "smoke"
+
+def needs_smoke_tree(item: pytest.Item) -> bool:
+    return "smoke_tree" in getattr(item, "fixturenames", ())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need the smoke pipeline run on one pytest worker, so that it is built once."""
-    for item in items:
-        if "smoke_tree" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(SMOKE_GROUP))
+    """One test that needs the smoke pipeline first, the others last.
+
+    Under `make test` (two pytest-xdist workers) the first worker builds the pipeline's tree
+    while the other runs the tests that need nothing of it; by the time the last tests are
+    handed out the tree is there for both (`smoke_tree` is shared between the workers). Run
+    serially, the order changes nothing but when the pipeline is built.
+    """
+    smoke = [item for item in items if needs_smoke_tree(item)]
+    if smoke:
+        others = [item for item in items if not needs_smoke_tree(item)]
+        items[:] = [smoke[0], *others, *smoke[1:]]
 
 
 @pytest.fixture(autouse=True)
@@ -72,29 +81,41 @@ SMOKE_TREE_ENV = "FREESOUND_TEST_SMOKE_TREE"
 
 @pytest.fixture(scope="session")
 def smoke_tree(tmp_path_factory) -> Path:
+    """Built once per session, whatever the number of pytest-xdist workers: the first to need it
+    builds it under a lock in the session's shared temporary folder; the others wait and reuse."""
+    import fcntl
     import shutil
     import subprocess
 
-    base = tmp_path_factory.mktemp("smoke")
-    target = base / "data"
-    prebuilt = os.environ.get(SMOKE_TREE_ENV)
-    if prebuilt:
-        shutil.copytree(prebuilt, target, symlinks=True)
-        return target
-    env = pipeline_env(target, base / "kernel")
-    result = subprocess.run(
-        ["bash", "ensemble_pipeline.sh", "--smoke"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    (base / "pipeline.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        pytest.fail(
-            f"smoke pipeline failed (log: {base / 'pipeline.log'}):\n{result.stderr[-3000:]}"
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    base = root / "smoke-shared"
+    base.mkdir(exist_ok=True)
+    target, log, done = base / "data", base / "pipeline.log", base / "built"
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return target
+        if log.exists():  # an earlier worker's build failed: the same failure, not a second build
+            pytest.fail(f"smoke pipeline failed (log: {log})")
+        prebuilt = os.environ.get(SMOKE_TREE_ENV)
+        if prebuilt:
+            shutil.copytree(prebuilt, target, symlinks=True)
+            done.touch()
+            return target
+        result = subprocess.run(
+            ["bash", "ensemble_pipeline.sh", "--smoke"],
+            cwd=REPO_ROOT,
+            env=pipeline_env(target, base / "kernel"),
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
+        log.write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            pytest.fail(f"smoke pipeline failed (log: {log}):\n{result.stderr[-3000:]}")
+        done.touch()
     return target
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, copy_tree, pipeline_env
+from tests.helpers import REPO_ROOT, copy_tree, run_smoke_pipeline
 
 REAL_AUDIO = Path(
     os.environ.get("FREESOUND_REAL_AUDIO", REPO_ROOT.parent / "shared/data/real-audio")
@@ -85,7 +85,6 @@ def smoke_tree(tmp_path_factory) -> Path:
     builds it under a lock in the session's shared temporary folder; the others wait and reuse."""
     import fcntl
     import shutil
-    import subprocess
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -104,14 +103,7 @@ def smoke_tree(tmp_path_factory) -> Path:
             shutil.copytree(prebuilt, target, symlinks=True)
             done.touch()
             return target
-        result = subprocess.run(
-            ["bash", "ensemble_pipeline.sh", "--smoke"],
-            cwd=REPO_ROOT,
-            env=pipeline_env(target, base / "kernel"),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
+        result = run_smoke_pipeline(target, base / "kernel")
         log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             pytest.fail(f"smoke pipeline failed (log: {log}):\n{result.stderr[-3000:]}")

@@ -42,6 +42,20 @@ def pipeline_env(data_dir: Path, kernel_dir: Path) -> dict[str, str]:
     return env
 
 
+def run_smoke_pipeline(
+    data_dir: Path, kernel_dir: Path, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """`ensemble_pipeline.sh --smoke` on `data_dir` (output captured)."""
+    return subprocess.run(
+        ["bash", "ensemble_pipeline.sh", "--smoke"],
+        cwd=REPO_ROOT,
+        env=pipeline_env(data_dir, kernel_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def copy_tree(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination, symlinks=True)
     return destination

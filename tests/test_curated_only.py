@@ -2,7 +2,6 @@
 
 import json
 import logging
-import subprocess
 
 import pandas as pd
 import pytest
@@ -12,7 +11,7 @@ from src.data.labels import has_noisy_set
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.loop import RunOptions
-from tests.helpers import REPO_ROOT, copy_tree, micro_config, pipeline_env
+from tests.helpers import copy_tree, micro_config, run_smoke_pipeline
 
 MESSAGE = "no noisy set"
 
@@ -86,14 +85,7 @@ def test_ensemble_pipeline_smoke_on_a_curated_only_dataset(tiny_tree, tmp_path):
     """Every first-level experiment, stacking, the final blend and the kernels (minutes)."""
     data = copy_tree(tiny_tree, tmp_path / "data")
     (data / "train_noisy.csv").unlink()
-    result = subprocess.run(
-        ["bash", "ensemble_pipeline.sh", "--smoke"],
-        cwd=REPO_ROOT,
-        env=pipeline_env(data, tmp_path / "kernel"),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = run_smoke_pipeline(data, tmp_path / "kernel")
     assert result.returncode == 0, result.stderr[-3000:]
     submission = pd.read_csv(data / "submission.csv")
     assert len(submission) == len(list((data / "test").iterdir()))

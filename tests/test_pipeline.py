@@ -14,7 +14,7 @@ from src.config import Vocabulary
 from src.experiments import FIRST_LEVEL, STACKING
 from src.models.metrics import lwlrap
 from src.prediction.tiling import tile_layout
-from tests.helpers import REPO_ROOT, copy_tree, pipeline_env
+from tests.helpers import REPO_ROOT, copy_tree, run_smoke_pipeline
 
 
 def chance_lwlrap(data) -> tuple[float, float]:
@@ -123,13 +123,7 @@ def test_predict_refuses_missing_checkpoints_and_empty_test_folder(broken_tree):
 
 def test_rerunning_the_pipeline_skips_finished_steps(smoke_tree, tmp_path):
     data = copy_tree(smoke_tree, tmp_path / "data")
-    result = subprocess.run(
-        ["bash", "ensemble_pipeline.sh", "--smoke"],
-        cwd=REPO_ROOT,
-        env=pipeline_env(data, tmp_path / "kernel"),
-        capture_output=True,
-        text=True,
-    )
+    result = run_smoke_pipeline(data, tmp_path / "kernel")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (
         result.stdout.count("(skipped: trained)") == 10

@@ -287,9 +287,8 @@ def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None
     """A ConfigError when RandomResizedCrop is on and its aspect range misses the crop's aspect
     (every draw would then fall back to the same centre box; see `rescale`)."""
     transforms = config.get("transforms") or {}
-    if config.get("kind") != "cnn" or not transforms.get("resize_prob"):
-        return
-    if transforms.get("resize_scale") is None:
+    resizes = transforms.get("resize_prob") and transforms.get("resize_scale") is not None
+    if config.get("kind") != "cnn" or not resizes:
         return
     low, high = transforms["resize_ratio"]
     aspect = config["crop_size"] / n_mels

@@ -55,7 +55,7 @@ def onnx_predictor(checkpoint: Path | None, threads: int):
     import tempfile
 
     from src.tools.onnx_export import OnnxPredictor, export_checkpoint
-    from src.training.loop import save_model_atomic
+    from src.training.callbacks.checkpoints import save_model_atomic
 
     folder = Path(tempfile.mkdtemp(prefix="demo-latency-"))
     if checkpoint is None:

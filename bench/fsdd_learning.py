@@ -31,7 +31,8 @@ from src.experiment_files import load_experiment
 from src.models.argus_models import FreesoundModel
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.training.datasets import ClipDataset, EpochSampler, ProbabilityMix
-from src.training.loop import FoldParts, Schedule, run_fold
+from src.training.loop import run_fold
+from src.training.parts import FoldParts, Schedule
 
 DIGITS = Vocabulary(tuple("0123456789"))
 CPU_TRANSFORMS = load_experiment("corr_noisy_007", scale="cpu")["transforms"]

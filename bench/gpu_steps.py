@@ -118,12 +118,12 @@ def stores(args: argparse.Namespace) -> dict:
 def estimate(args: argparse.Namespace) -> dict:
     from src.experiments import FIRST_LEVEL, tile_steps
     from src.kaggle.estimate import SAMPLE_CLIPS, extrapolate, measure, report_lines
-    from src.runs import experiment_config, fold_checkpoints
+    from src.runs import find_experiment
 
     paths = get_paths()
-    experiment_dir = paths.experiment_dir(args.experiment)
-    checkpoint = fold_checkpoints(experiment_dir, args.experiment, [args.fold])[args.fold]
-    step = tile_steps(experiment_config(experiment_dir))["stacking_test"]
+    experiment = find_experiment(paths.experiments_dir, args.experiment, [args.fold])
+    checkpoint = experiment.checkpoint(args.fold)
+    step = tile_steps(experiment.config)["stacking_test"]
     files = find_test_files(paths)[:SAMPLE_CLIPS]
     sample = measure(files, {name: (checkpoint, step) for name in FIRST_LEVEL}, args.device, 64)
     sample_seconds = audio_seconds(files[: sample.clips])

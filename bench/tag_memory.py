@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.models.argus_models import FreesoundModel
-from src.training.loop import save_model_atomic
+from src.training.callbacks.checkpoints import save_model_atomic
 
 RATE = 44100
 MEASURE = """

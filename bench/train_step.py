@@ -44,7 +44,7 @@ def make_model(
     smoke: bool = False,
 ) -> FreesoundModel:
     """corr_noisy_007's network at full size (or at smoke size: width 8, 64-frame crops)."""
-    config = resolve("corr_noisy_007", smoke=smoke)
+    config = resolve("corr_noisy_007", "smoke" if smoke else "full")
     model = FreesoundModel(
         {
             "nn_module": (
@@ -75,7 +75,7 @@ def step_rate(
     smoke: bool = False,
 ) -> float:
     model = make_model(device, amp, channels_last, compile, smoke=smoke)
-    crop = resolve("corr_noisy_007", smoke=smoke)["crop_size"]
+    crop = resolve("corr_noisy_007", "smoke" if smoke else "full")["crop_size"]
     inputs = torch.randn(batch, 3, 128, crop, device=device)
     target = (torch.rand(batch, 80, device=device) < 0.02).float()
     noisy = (torch.rand(batch, device=device) < 0.3).to(torch.uint8)
@@ -109,7 +109,7 @@ class FakeStore:
 
 def faithful_clips(smoke: bool = False) -> ClipDataset:
     """Fake clips with `corr_noisy_007`'s train transforms and mixer (the CPU path)."""
-    config = resolve("corr_noisy_007", smoke=smoke)
+    config = resolve("corr_noisy_007", "smoke" if smoke else "full")
     store = FakeStore()
     targets = np.eye(80, dtype=np.float32)[np.arange(len(store.fnames)) % 80]
     return ClipDataset(
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.set_num_threads(args.threads)
     hardware = describe_hardware(args.device)
-    crop = resolve("corr_noisy_007", smoke=args.smoke)["crop_size"]
+    crop = resolve("corr_noisy_007", "smoke" if args.smoke else "full")["crop_size"]
     gflop = None if args.smoke else GFLOP_PER_SAMPLE
     print(f"{hardware}; batch {args.batch}, input 3x128x{crop}, {gflop or 'n/a'} GFLOP/sample")
 

@@ -30,11 +30,10 @@ from typing import Any
 
 from src.config import ConfigError
 from src.experiments import (
-    CPU_CNN,
+    DEFAULT_SCALE,
     EXPERIMENTS,
     Config,
     check_resize_ratio,
-    follow_crop,
     merge,
     resolve,
 )
@@ -42,7 +41,7 @@ from src.experiments import (
 FILE_KEYS = ("base", "name")  # keys of an experiment file that are not settings
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Settings that describe an experiment rather than tune it: never overridden.
-FIXED = ("kind", "name", "smoke", "scale", "base", "overrides")
+FIXED = ("kind", "name", "scale", "base", "overrides")
 
 
 def is_experiment_file(spec: str) -> bool:
@@ -134,31 +133,17 @@ def read_experiment_file(path: Path) -> tuple[str, str, dict]:
     return str(name), base, overrides
 
 
-SCALES = ("full", "cpu", "smoke")
-
-
-def load_experiment(spec: str, scale: str = "full", sets: Sequence[str] = ()) -> Config:
+def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] = ()) -> Config:
     """The resolved configuration of a registered name or an experiment file at a scale
-    (`full`: as registered; `cpu`: the laptop scale CPU_CNN; `smoke`: the test scale), then the
-    file's overrides, then each `--set`."""
-    if scale not in SCALES:
-        raise ConfigError(f"scale must be one of {SCALES}, got {scale!r}")
+    (`src.experiments.SCALES`: full, cpu or smoke), then the file's overrides, then each
+    `--set`."""
     if is_experiment_file(spec):
         path = Path(spec)
         name, base, overrides = read_experiment_file(path)
         source = str(path)
     else:
         name, base, overrides, source = spec, spec, {}, "--experiment"
-    config = resolve(base, smoke=scale == "smoke")
-    if scale == "cpu":
-        if config["kind"] != "cnn":
-            raise ConfigError(
-                "--scale cpu is for first-level experiments; a stacking experiment trains at "
-                "--smoke or full size (its MLP is small)"
-            )
-        old_crop = config["crop_size"]
-        config = follow_crop(apply_overrides(config, CPU_CNN, "the cpu scale"), old_crop)
-        config["scale"] = "cpu"
+    config = resolve(base, scale)
     config = apply_overrides(config, overrides, source)
     all_overrides = copy.deepcopy(overrides)
     for text in sets:

@@ -1,10 +1,13 @@
-"""The registry: every named experiment of the final ensemble as plain data.
+"""The registry: every named experiment of the final ensemble as plain data, and its scales.
 
 See docs/original.md, "Experiments".
 
-An experiment is a JSON-like dict. `resolve(name, smoke=...)` returns the complete
-configuration that training uses and writes to `params.json` beside the weights, so a run
-can always be traced back to every setting that shaped it.
+An experiment is a JSON-like dict. A registry entry is a base (`CNN_BASE`, `STACKING_BASE`) with
+only what differs, merged key by key at every depth (`merge`). `resolve(name, scale)` returns
+the complete configuration that training uses and writes to `params.json` beside the weights,
+so a run can always be traced back to every setting that shaped it; `SCALES` is the one table
+of the sizes an experiment trains at (full, cpu, smoke) and `apply_scale` the one way a scale
+changes a configuration.
 
 First-level experiments train CNNs on spectrograms; stacking experiments train an MLP on the
 out-of-fold predictions of the first-level ones. The registry holds the *intended*
@@ -15,11 +18,24 @@ configurations of the original commits: its cache bugs are documented in docs/or
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 from src.config import AudioConfig, ConfigError
 
 Config = dict[str, Any]
+
+
+def merge(config: Config, changes: Config) -> Config:
+    """Recursive update of nested dicts (lists and scalars are replaced)."""
+    merged = copy.deepcopy(config)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
 
 # Settings shared by all seven first-level experiments.
 CNN_BASE: Config = {
@@ -85,6 +101,9 @@ STACKING_BASE: Config = {
     "early_stopping": 30,
     "max_epochs": 700,
     "epoch_size": 128 * 256,
+    "batch_size": 128,
+    "val_batch_size": 256,
+    "optimizer": {"name": "Adam", "params": {}},
     "corrections": {"curated": "corrections.json"},
     # Random tile subsets of the out-of-fold predictions (docs/original.md, "Stacking").
     "transforms": {"sized_crop_prob": 0.5, "stride_crop_prob": 0.5},
@@ -92,175 +111,207 @@ STACKING_BASE: Config = {
 }
 
 
-def _derive(base: Config, **changes: Any) -> Config:
-    """A deep copy of `base` with nested dicts updated key by key."""
-    config = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **copy.deepcopy(value)}
-        else:
-            config[key] = copy.deepcopy(value)
-    return config
-
-
 EXPERIMENTS: dict[str, Config] = {
-    "auxiliary_016": _derive(
+    "auxiliary_016": merge(
         CNN_BASE,
-        corrections={"curated": "corrections_aux016.json"},
-        original={"commit": "31156c7", "note": "curated corrections of that commit (76 entries)"},
-    ),
-    "auxiliary_019": _derive(
-        CNN_BASE,
-        transforms={"resize_scale": [0.75, 1.0], "resize_ratio": [1.6, 2.4]},
-        corrections={"curated": "corrections_aux019.json"},
-        original={"commit": "9639288", "note": "curated corrections of that commit (71 entries)"},
-    ),
-    "corr_noisy_003": _derive(
-        CNN_BASE,
-        model={"name": "RnnAuxSkipAttention"},
-        datasets={"noisy": 0.1, "corrected": 0.2, "curated": 0.7},
-        corrections={"noisy": "noisy_corrections_003.json", "noisy_labels": "corrected"},
-        original={
-            "commit": "1fb2eea",
-            "note": "noisy corrections of that commit: 1,745 relabels, no removals; the "
-            "original's noisy loader ignored them for the noisy set, here they apply",
+        {
+            "corrections": {"curated": "corrections_aux016.json"},
+            "original": {
+                "commit": "31156c7",
+                "note": "curated corrections of that commit (76 entries)",
+            },
         },
     ),
-    "corr_noisy_004": _derive(
+    "auxiliary_019": merge(
         CNN_BASE,
-        datasets={"noisy": 0.07, "corrected": 0.33, "curated": 0.6},
-        corrections={"noisy": "noisy_corrections.json", "noisy_labels": "corrected"},
-        original={
-            "commit": "db945ac",
-            "note": "the original's noisy set held only the 1,745 corrected clips; "
-            "here it is the corrected noisy set, as corr_noisy_007",
+        {
+            "transforms": {"resize_scale": [0.75, 1.0], "resize_ratio": [1.6, 2.4]},
+            "corrections": {"curated": "corrections_aux019.json"},
+            "original": {
+                "commit": "9639288",
+                "note": "curated corrections of that commit (71 entries)",
+            },
         },
     ),
-    "corr_noisy_007": _derive(
+    "corr_noisy_003": merge(
         CNN_BASE,
-        datasets={"noisy": 0.01, "corrected": 0.42, "curated": 0.57},
-        corrections={"noisy": "noisy_corrections.json", "noisy_labels": "corrected"},
-        original={"commit": "bdb9150", "note": "the original's HEAD behaviour"},
+        {
+            "model": {"name": "RnnAuxSkipAttention"},
+            "datasets": {"noisy": 0.1, "corrected": 0.2, "curated": 0.7},
+            "corrections": {"noisy": "noisy_corrections_003.json", "noisy_labels": "corrected"},
+            "original": {
+                "commit": "1fb2eea",
+                "note": "noisy corrections of that commit: 1,745 relabels, no removals; the "
+                "original's noisy loader ignored them for the noisy set, here they apply",
+            },
+        },
     ),
-    "corrections_002": _derive(
+    "corr_noisy_004": merge(
         CNN_BASE,
-        model={
-            "name": "SkipAttention",
-            "params": {"dropout": 0.2, "kernel_size": 7, "last_fc": 2},
-        },
-        aux_weights=None,
-        datasets={"noisy": 0.33, "corrected": 0.0, "curated": 0.67},
-        corrections={"curated": "corrections_002.json"},
-        transforms={"resize_prob": 0.0, "resize_scale": None, "resize_ratio": None},
-        mixer={"prob": 0.66},
-        original={
-            "commit": "05a7aee",
-            "note": "no RandomResizedCrop at that commit; curated corrections of 12 entries; "
-            "the pipeline's cache order changed its noisy set, here all raw noisy clips",
+        {
+            "datasets": {"noisy": 0.07, "corrected": 0.33, "curated": 0.6},
+            "corrections": {"noisy": "noisy_corrections.json", "noisy_labels": "corrected"},
+            "original": {
+                "commit": "db945ac",
+                "note": "the original's noisy set held only the 1,745 corrected clips; "
+                "here it is the corrected noisy set, as corr_noisy_007",
+            },
         },
     ),
-    "corrections_003": _derive(
+    "corr_noisy_007": merge(
         CNN_BASE,
-        model={
-            "name": "SkipAttention",
-            "params": {"dropout": 0.2, "kernel_size": 3, "last_fc": 2},
+        {
+            "datasets": {"noisy": 0.01, "corrected": 0.42, "curated": 0.57},
+            "corrections": {"noisy": "noisy_corrections.json", "noisy_labels": "corrected"},
+            "original": {"commit": "bdb9150", "note": "the original's HEAD behaviour"},
         },
-        aux_weights=None,
-        datasets={"noisy": 0.33, "corrected": 0.0, "curated": 0.67},
-        corrections={"curated": "corrections_002.json"},
-        transforms={"resize_prob": 0.0, "resize_scale": None, "resize_ratio": None},
-        mixer={"prob": 0.66},
-        original={"commit": "24a4f20", "note": "as corrections_002 with a 3x3 spatial attention"},
     ),
-    "stacking_008_fcnet_43040": _derive(
-        STACKING_BASE,
-        model={
-            "params": {"base_size": 512, "reduction_scale": 16, "p_dropout": 0.0514108720891856}
+    "corrections_002": merge(
+        CNN_BASE,
+        {
+            "model": {"name": "SkipAttention", "params": {"dropout": 0.2, "last_fc": 2}},
+            "aux_weights": None,
+            "datasets": {"noisy": 0.33, "corrected": 0.0, "curated": 0.67},
+            "corrections": {"curated": "corrections_002.json"},
+            "transforms": {"resize_prob": 0.0, "resize_scale": None, "resize_ratio": None},
+            "mixer": {"prob": 0.66},
+            "original": {
+                "commit": "05a7aee",
+                "note": "no RandomResizedCrop at that commit; curated corrections of 12 "
+                "entries; the pipeline's cache order changed its noisy set, here all raw "
+                "noisy clips",
+            },
         },
-        optimizer={"name": "Adam", "params": {"lr": 4.5950585196710547e-05}},
-        scheduler={"patience": 5, "factor": 0.657766056031002},
-        batch_size=128,
-        val_batch_size=256,
-        original={"commit": "1e1c265"},
-    ),
-    "stacking_008_fcnet_45041": _derive(
-        STACKING_BASE,
-        model={
-            "params": {"base_size": 512, "reduction_scale": 2, "p_dropout": 0.48357033916143033}
-        },
-        optimizer={"name": "Adam", "params": {"lr": 3.897529465275052e-05}},
-        scheduler={"patience": 9, "factor": 0.7953702239306087},
-        batch_size=128,
-        val_batch_size=256,
-        original={"commit": "bc48f8a"},
-    ),
-    "stacking_008_fcnet_50013": _derive(
-        STACKING_BASE,
-        model={"params": {"base_size": 512, "reduction_scale": 1, "p_dropout": 0.1662788540244386}},
-        optimizer={"name": "Adam", "params": {"lr": 2.5814932060476834e-05}},
-        scheduler={"patience": 7, "factor": 0.5537460438294733},
-        batch_size=128,
-        val_batch_size=256,
-        original={"commit": "493908a"},
     ),
 }
+EXPERIMENTS["corrections_003"] = merge(
+    EXPERIMENTS["corrections_002"],
+    {
+        "model": {"params": {"kernel_size": 3}},
+        "original": {
+            "commit": "24a4f20",
+            "note": "as corrections_002 with a 3x3 spatial attention",
+        },
+    },
+)
+# The three stacking runs, the original's random-search draws (docs/original.md, "Stacking"):
+# name suffix, commit, SE-gate reduction, dropout, lr, plateau patience and factor.
+STACKING_RUNS = (
+    ("43040", "1e1c265", 16, 0.0514108720891856, 4.5950585196710547e-05, 5, 0.657766056031002),
+    ("45041", "bc48f8a", 2, 0.48357033916143033, 3.897529465275052e-05, 9, 0.7953702239306087),
+    ("50013", "493908a", 1, 0.1662788540244386, 2.5814932060476834e-05, 7, 0.5537460438294733),
+)
+EXPERIMENTS.update(
+    {
+        f"stacking_008_fcnet_{suffix}": merge(
+            STACKING_BASE,
+            {
+                "model": {"params": {"reduction_scale": reduction, "p_dropout": dropout}},
+                "optimizer": {"params": {"lr": lr}},
+                "scheduler": {"patience": patience, "factor": factor},
+                "original": {"commit": commit},
+            },
+        )
+        for suffix, commit, reduction, dropout, lr, patience, factor in STACKING_RUNS
+    }
+)
 
 FIRST_LEVEL = [name for name, c in EXPERIMENTS.items() if c["kind"] == "cnn"]
 STACKING = [name for name, c in EXPERIMENTS.items() if c["kind"] == "stacking"]
 
-# Smoke scaling: the same experiment, small enough to train on two CPU cores in seconds.
-# A network 64 times smaller than the original learns far too slowly in a few hundred steps
-# with dropout 0.4 and lr 0.0009, so the smoke scale also divides dropout by 4 and raises lr.
-SMOKE_DROPOUT_DIVISOR = 4
-SMOKE_CNN: Config = {
-    "model": {"params": {"base_size": 8}},
-    "crop_size": 64,
-    "batch_size": 16,
-    "val_batch_size": 64,
-    "epoch_size": 256,
-    "max_epochs": 4,
-    "early_stopping": 3,
-    "scheduler": {"patience": 2},
-    "optimizer": {"params": {"lr": 0.003}},
-}
-SMOKE_STACKING: Config = {
-    "model": {"params": {"base_size": 64}},
-    "batch_size": 32,
-    "val_batch_size": 64,
-    "epoch_size": 1024,
-    "max_epochs": 15,
-    "early_stopping": 5,
-    "scheduler": {"patience": 2},
-    "optimizer": {"params": {"lr": 0.01}},
-}
 
-# The laptop scale (`train_folds.py --scale cpu`): what bench/fsdd_learning.py found to learn
-# real recordings (ten spoken digits, held-out speaker lwlrap >= 0.9) in minutes on 2 CPU cores:
-# a 16-wide network, 64-frame crops, 1,024 samples per epoch, no mixing. Absolute settings (not
-# divided as the smoke scale's), applied over any first-level experiment.
-CPU_CNN: Config = {
-    "model": {"params": {"base_size": 16, "dropout": 0.1}},
-    "crop_size": 64,
-    "batch_size": 32,
-    "val_batch_size": 128,
-    "epoch_size": 1024,
-    "max_epochs": 20,
-    "early_stopping": 8,
-    "scheduler": {"patience": 3, "factor": 0.6},
-    "optimizer": {"params": {"lr": 0.001}},
-    "mixer": {"prob": 0.0},
-}
+# --------------------------------------------------------------------------------------
+# Scales: the same experiment at another size
+# --------------------------------------------------------------------------------------
 
 
-def merge(config: Config, changes: Config) -> Config:
-    """Recursive update of nested dicts (lists and scalars are replaced)."""
-    merged = copy.deepcopy(config)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+@dataclass(frozen=True)
+class Scale:
+    """What a scale does to an experiment of one kind: `changes` merged key by key, then the
+    settings named in `divisors` (dotted keys) divided. A scale that narrows the crop scales
+    RandomResizedCrop's aspect range with it (`follow_crop`)."""
+
+    changes: Config = field(default_factory=dict)
+    divisors: dict[str, float] = field(default_factory=dict)
+
+
+# smoke: the same experiment, small enough to train on two CPU cores in seconds. A network 64
+# times smaller than the original learns far too slowly in a few hundred steps with dropout 0.4
+# and lr 0.0009, so the smoke scale also divides dropout by 4 and raises lr.
+SMOKE_CNN = Scale(
+    {
+        "model": {"params": {"base_size": 8}},
+        "crop_size": 64,
+        "batch_size": 16,
+        "val_batch_size": 64,
+        "epoch_size": 256,
+        "max_epochs": 4,
+        "early_stopping": 3,
+        "scheduler": {"patience": 2},
+        "optimizer": {"params": {"lr": 0.003}},
+    },
+    divisors={"model.params.dropout": 4},
+)
+SMOKE_STACKING = Scale(
+    {
+        "model": {"params": {"base_size": 64}},
+        "batch_size": 32,
+        "val_batch_size": 64,
+        "epoch_size": 1024,
+        "max_epochs": 15,
+        "early_stopping": 5,
+        "scheduler": {"patience": 2},
+        "optimizer": {"params": {"lr": 0.01}},
+    }
+)
+# cpu, the laptop scale (`train_folds.py --scale cpu`): what bench/fsdd_learning.py found to
+# learn real recordings (ten spoken digits, held-out speaker lwlrap >= 0.9) in minutes on 2 CPU
+# cores: a 16-wide network, 64-frame crops, 1,024 samples per epoch, no mixing. Absolute
+# settings, applied over any first-level experiment; a stacking MLP is small at full size.
+CPU_CNN = Scale(
+    {
+        "model": {"params": {"base_size": 16, "dropout": 0.1}},
+        "crop_size": 64,
+        "batch_size": 32,
+        "val_batch_size": 128,
+        "epoch_size": 1024,
+        "max_epochs": 20,
+        "early_stopping": 8,
+        "scheduler": {"patience": 3, "factor": 0.6},
+        "optimizer": {"params": {"lr": 0.001}},
+        "mixer": {"prob": 0.0},
+    }
+)
+
+# scale -> kind -> what it does (None: that kind does not train at that scale, with the reason).
+SCALES: dict[str, dict[str, Scale | str]] = {
+    "full": {"cnn": Scale(), "stacking": Scale()},
+    "cpu": {
+        "cnn": CPU_CNN,
+        "stacking": "--scale cpu is for first-level experiments; a stacking experiment trains "
+        "at --smoke or full size (its MLP is small)",
+    },
+    "smoke": {"cnn": SMOKE_CNN, "stacking": SMOKE_STACKING},
+}
+DEFAULT_SCALE = "full"
+
+
+def apply_scale(config: Config, scale: str) -> Config:
+    """`config` (at full size) at `scale`, recorded as its `scale` field."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {tuple(SCALES)}, got {scale!r}")
+    rule = SCALES[scale][config["kind"]]
+    if isinstance(rule, str):
+        raise ConfigError(rule)
+    scaled = follow_crop(merge(config, rule.changes), config.get("crop_size"))
+    for dotted, divisor in rule.divisors.items():
+        *parents, key = dotted.split(".")
+        owner = scaled
+        for part in parents:
+            owner = owner[part]
+        owner[key] = owner[key] / divisor
+    scaled["scale"] = scale
+    return scaled
 
 
 def follow_crop(config: Config, old_crop: int | None) -> Config:
@@ -276,11 +327,6 @@ def follow_crop(config: Config, old_crop: int | None) -> Config:
         factor = config["crop_size"] / old_crop
         config["transforms"]["resize_ratio"] = [round(r * factor, 6) for r in ratio]
     return config
-
-
-def rescale(config: Config, changes: Config) -> Config:
-    """`config` with a scale's `changes` merged, the resize range following the crop."""
-    return follow_crop(merge(config, changes), config.get("crop_size"))
 
 
 def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None:
@@ -301,19 +347,13 @@ def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None
         )
 
 
-def resolve(name: str, smoke: bool = False) -> Config:
-    """The complete configuration of a registered experiment (optionally smoke-scaled)."""
+def resolve(name: str, scale: str = DEFAULT_SCALE) -> Config:
+    """The complete configuration of a registered experiment at `scale` (`SCALES`)."""
     if name not in EXPERIMENTS:
         known = ", ".join(EXPERIMENTS)
         raise ConfigError(f"unknown experiment {name!r}; registered: {known}")
-    config = copy.deepcopy(EXPERIMENTS[name])
-    if smoke:
-        config = rescale(config, SMOKE_CNN if config["kind"] == "cnn" else SMOKE_STACKING)
-        if config["kind"] == "cnn":
-            params = config["model"]["params"]
-            params["dropout"] = params["dropout"] / SMOKE_DROPOUT_DIVISOR
+    config = apply_scale(EXPERIMENTS[name], scale)
     config["name"] = name
-    config["smoke"] = smoke
     return config
 
 

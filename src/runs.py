@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,6 +38,10 @@ from src.config import (
     Vocabulary,
     vocabulary_source,
 )
+from src.experiments import CNN_BASE
+from src.utils import LOCK_FILE, tmp_name, write_json_atomic, writer_lock
+
+log = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.json"
 FINISHED_FILE = "finished.json"
@@ -111,8 +118,28 @@ def argus_state(data: object, where: str | os.PathLike) -> dict:
     return data
 
 
+def write_checkpoint(path: Path, model_name: str, params: dict, nn_state_dict: dict) -> None:
+    """An argus checkpoint (`model_name`, `params`, `nn_state_dict`, the format
+    `argus.load_model` reads), written under a temporary name and renamed into place. The one
+    writer of `.pth` checkpoints (training's best checkpoints, imported weights); `params` must
+    be plain data, since every reader loads with `weights_only=True`."""
+    import torch  # not at the top: the kernel's orchestrating process reads runs without torch
+
+    state = {
+        "model_name": model_name,
+        "params": params,
+        "nn_state_dict": {key: value.cpu() for key, value in nn_state_dict.items()},
+    }
+    tmp = tmp_name(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------------------
-# Experiment folders
+# Fold folders and their checkpoints
 # --------------------------------------------------------------------------------------
 
 
@@ -127,16 +154,24 @@ def fold_number(path: Path) -> int | None:
     return int(suffix) if path.name.startswith("fold_") and suffix.isdigit() else None
 
 
+def checkpoint_score(name: str) -> float | None:
+    """S of a `model-EEE-S.pth` name (its validation score), None for any other name."""
+    match = CHECKPOINT_PATTERN.match(name)
+    return float(match.group(2)) if match else None
+
+
+def best_of(names: Iterable[str]) -> tuple[str, float] | None:
+    """The checkpoint name with the highest score among `names` (the rule that picks a fold's
+    best checkpoint everywhere), or None when none is a `model-EEE-S.pth`."""
+    scored = [(name, checkpoint_score(name)) for name in names]
+    scored = [(name, score) for name, score in scored if score is not None]
+    return max(scored, key=lambda item: item[1]) if scored else None
+
+
 def best_checkpoint(fold: str | os.PathLike) -> tuple[Path, float] | None:
     """The `model-EEE-S.pth` with the highest score S in a fold folder, or None."""
-    best = None
-    for path in Path(fold).glob(CHECKPOINT_GLOB):
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match:
-            score = float(match.group(2))
-            if best is None or score > best[1]:
-                best = (path, score)
-    return best
+    best = best_of(path.name for path in Path(fold).glob(CHECKPOINT_GLOB))
+    return (Path(fold) / best[0], best[1]) if best else None
 
 
 def fold_finished(fold: Path) -> bool:
@@ -147,17 +182,90 @@ def read_finished(fold: Path) -> dict:
     return json.loads((fold / FINISHED_FILE).read_text())
 
 
+# --------------------------------------------------------------------------------------
+# The experiment record (params.json) and the experiment folder's rules
+# --------------------------------------------------------------------------------------
+
+
+class ExperimentExistsError(ConfigError):
+    """An experiment folder that holds a different configuration."""
+
+
+def upgrade_record(record: dict) -> dict:
+    """A params.json record in today's form. Records written before the `scale` field have a
+    `smoke` flag instead, and a registry whose one-level merge replaced a first-level model's
+    `params` whole when an experiment changed one of them (corrections_002/003 recorded no
+    `base_size`, `ratio`, `last_filters`, whose network defaults equal the base's): their
+    model params are completed with the base's, as the registry resolves them today."""
+    config = record.get("config")
+    if not isinstance(config, dict) or "smoke" not in config:
+        return record
+    config = dict(config)
+    smoke = config.pop("smoke")
+    config.setdefault("scale", "smoke" if smoke else "full")
+    if config.get("kind") == "cnn" and isinstance(config.get("model"), dict):
+        base = CNN_BASE["model"]["params"]
+        params = config["model"].get("params") or {}
+        config["model"] = {**config["model"], "params": {**base, **params}}
+    return {**record, "config": config}
+
+
 def read_params(experiment_dir: Path) -> dict | None:
-    """The experiment's params.json record, or None when there is none."""
+    """The experiment's params.json record (`upgrade_record`), or None when there is none."""
     path = experiment_dir / PARAMS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return upgrade_record(json.loads(path.read_text())) if path.is_file() else None
+
+
+def what_shapes_the_run(record: dict) -> dict:
+    """The parts of a record that must be equal for a rerun to continue the same experiment:
+    everything but its `runtime` and the configuration's `original` entry (notes on where the
+    settings come from, which may be reworded without changing the run)."""
+    config = {k: v for k, v in record.get("config", {}).items() if k != "original"}
+    shaped = {k: v for k, v in record.items() if k != "runtime"}
+    return json.loads(json.dumps({**shaped, "config": config}))  # tuples -> lists
+
+
+def prepare_experiment_dir(
+    experiment_dir: Path, record: dict, force: bool, runtime: dict | None = None
+) -> None:
+    """Create the folder and its `params.json`, or check that an existing one matches.
+
+    `record` is everything that must be equal for a rerun to continue the same experiment
+    (the resolved configuration, the classes, the seed, the folds); `runtime` (device, AMP,
+    versions) is recorded too but may change between sessions.
+    """
+    params_path = experiment_dir / PARAMS_FILE
+    if experiment_dir.exists() and any(experiment_dir.iterdir()):
+        if force:
+            log.warning("--force: deleting %s", experiment_dir)
+            with ExitStack() as held:  # never under a process training one of its folds
+                for lock in sorted(experiment_dir.glob(f"fold_*/{LOCK_FILE}")):
+                    held.enter_context(writer_lock(lock, str(lock.parent)))
+                shutil.rmtree(experiment_dir)
+        elif not params_path.is_file():
+            raise ExperimentExistsError(
+                f"{experiment_dir} exists but holds no {PARAMS_FILE}; move it away or use --force"
+            )
+        else:
+            existing = what_shapes_the_run(read_params(experiment_dir))
+            wanted = what_shapes_the_run(record)
+            # A record of an older version has no folds fingerprint: it cannot be compared.
+            existing.setdefault("folds", wanted.get("folds"))
+            changed = sorted(key for key in wanted if existing.get(key) != wanted[key])
+            if changed:
+                raise ExperimentExistsError(
+                    f"{experiment_dir} already holds a run with a different {', '.join(changed)}; "
+                    "use --force to delete it and train again"
+                )
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({**record, "runtime": runtime or {}}, params_path)
 
 
 def check_trained_folds(experiment_dir: Path, digest: str, folds_csv: Path) -> None:
     """The experiment must have been trained on the split `digest` fingerprints (see
     data.labels.folds_digest): after make_folds.py is rerun with another seed or fold count, its
     "out-of-fold" predictions would score clips its models trained on. Records without the
-    fingerprint (older versions, imported weights) are not checked."""
+    fingerprint (imported weights) are not checked."""
     recorded = (read_params(experiment_dir) or {}).get("folds")
     if recorded is not None and recorded != digest:
         raise ConfigError(
@@ -167,69 +275,21 @@ def check_trained_folds(experiment_dir: Path, digest: str, folds_csv: Path) -> N
         )
 
 
-def experiment_config(experiment_dir: Path) -> dict:
-    """The configuration a trained experiment was trained with (what prediction uses)."""
-    record = read_params(experiment_dir)
-    if record is None:
-        raise ConfigError(f"{experiment_dir}: no {PARAMS_FILE}; is this a trained experiment?")
-    return record["config"]
+# --------------------------------------------------------------------------------------
+# Trained experiments: the one way to find one and its checkpoints
+# --------------------------------------------------------------------------------------
 
 
-def locate_checkpoints(
-    experiments_dir: Path, names: Sequence[str], folds: Sequence[int] = range(N_FOLDS)
-) -> tuple[dict[str, dict[int, Path]], list[str]]:
-    """The best checkpoint of every fold of every experiment, and one line per missing piece."""
-    found: dict[str, dict[int, Path]] = {}
-    problems = []
-    for name in names:
-        experiment_dir = experiments_dir / name
-        if not experiment_dir.is_dir():
-            problems.append(f"experiment {name}: no folder {experiment_dir}")
-            continue
-        if not (experiment_dir / PARAMS_FILE).is_file():
-            problems.append(f"experiment {name}: no {PARAMS_FILE} in {experiment_dir}")
-        found[name], missing = _fold_bests(experiment_dir, folds)
-        problems.extend(
-            f"experiment {name} fold {fold}: no checkpoint ({CHECKPOINT_GLOB}) in "
-            f"{fold_dir(experiment_dir, fold)}"
-            for fold in missing
-        )
-    return found, problems
-
-
-def fold_checkpoints(
-    experiment_dir: Path, name: str, folds: Sequence[int] = range(N_FOLDS)
-) -> dict[int, Path]:
-    """The best checkpoint of each fold, or a clear error naming what to run."""
-    if not experiment_dir.is_dir():
-        raise ConfigError(
-            f"experiment {name!r} has no trained models in {experiment_dir}; "
-            f"run `python train_folds.py --experiment {name}` first"
-        )
-    found, missing = _fold_bests(experiment_dir, folds)
-    if missing:
-        folds_text = ",".join(map(str, missing))
-        raise ConfigError(
-            f"experiment {name!r} has no checkpoint for fold(s) {folds_text} in {experiment_dir}; "
-            f"run `python train_folds.py --experiment {name} --folds {folds_text}`"
-        )
-    return found
-
-
-def _fold_bests(experiment_dir: Path, folds: Sequence[int]) -> tuple[dict[int, Path], list[int]]:
-    found, missing = {}, []
-    for fold in folds:
-        best = best_checkpoint(fold_dir(experiment_dir, fold))
-        if best is None:
-            missing.append(fold)
-        else:
-            found[fold] = best[0]
-    return found, missing
+def train_command_hint(name: str, kind: str, folds: Sequence[int] = ()) -> str:
+    """The command that trains `name` (or its `folds`)."""
+    script = "stacking_train.py" if kind == "stacking" else "train_folds.py"
+    folds_text = f" --folds {','.join(map(str, folds))}" if folds else ""
+    return f"`python {script} --experiment {name}{folds_text}`"
 
 
 @dataclass(frozen=True)
 class TrainedExperiment:
-    """An experiment folder with a params.json and at least one fold checkpoint."""
+    """An experiment folder with a params.json, and the best checkpoint of each fold found."""
 
     name: str
     directory: Path
@@ -256,9 +316,24 @@ class TrainedExperiment:
             )
         return self.folds[fold][0]
 
+    def missing(self, folds: Sequence[int] = range(N_FOLDS)) -> list[int]:
+        """The folds among `folds` that have no checkpoint."""
+        return [fold for fold in folds if fold not in self.folds]
+
+    def checkpoints(self, folds: Sequence[int] = range(N_FOLDS)) -> dict[int, Path]:
+        """The best checkpoint of each of `folds`, or an error naming what to run."""
+        missing = self.missing(folds)
+        if missing:
+            raise ConfigError(
+                f"experiment {self.name!r} has no checkpoint for fold(s) "
+                f"{','.join(map(str, missing))} in {self.directory}; run "
+                f"{train_command_hint(self.name, self.kind, missing)}"
+            )
+        return {fold: self.folds[fold][0] for fold in folds}
+
 
 def read_experiment(directory: Path) -> TrainedExperiment | None:
-    """The trained experiment in `directory`, or None when it holds no params.json/checkpoint."""
+    """The experiment in `directory` (its folds may be none yet), or None without params.json."""
     record = read_params(directory)
     if record is None:
         return None
@@ -268,29 +343,65 @@ def read_experiment(directory: Path) -> TrainedExperiment | None:
         best = best_checkpoint(path) if number is not None else None
         if best is not None:
             folds[number] = best
-    if not folds:
-        return None
     config = record["config"]
     return TrainedExperiment(
-        directory.name, directory, config["kind"], tuple(record["classes"]), config, folds
+        directory.name,
+        directory,
+        config.get("kind", "cnn"),
+        tuple(record.get("classes", ())),
+        config,
+        folds,
     )
 
 
 def trained_experiments(experiments_dir: Path) -> list[TrainedExperiment]:
+    """Every experiment under `experiments_dir` with at least one fold checkpoint."""
     if not experiments_dir.is_dir():
         return []
     found = (read_experiment(d) for d in sorted(experiments_dir.iterdir()) if d.is_dir())
-    return [experiment for experiment in found if experiment is not None]
+    return [experiment for experiment in found if experiment is not None and experiment.folds]
 
 
-def find_experiment(experiments_dir: Path, name: str) -> TrainedExperiment:
-    experiment = read_experiment(experiments_dir / name)
-    if experiment is None:
+def find_experiment(
+    experiments_dir: Path, name: str, folds: Sequence[int] | None = None
+) -> TrainedExperiment:
+    """The trained experiment `name` with a checkpoint for each of `folds` (None: at least one
+    fold), or an error naming what to run."""
+    directory = experiments_dir / name
+    experiment = read_experiment(directory)
+    if experiment is None or not experiment.folds:
+        kind = experiment.kind if experiment is not None else "cnn"
         raise ConfigError(
-            f"experiment {name!r} has no trained models in {experiments_dir / name}; "
-            f"run `python train_folds.py --experiment {name}` first"
+            f"experiment {name!r} has no trained models in {directory}; "
+            f"run {train_command_hint(name, kind)} first"
         )
+    if folds is not None:
+        experiment.checkpoints(folds)
     return experiment
+
+
+def locate_checkpoints(
+    experiments_dir: Path, names: Sequence[str], folds: Sequence[int] = range(N_FOLDS)
+) -> tuple[dict[str, dict[int, Path]], list[str]]:
+    """The best checkpoint of every fold of every experiment, and one line per missing piece."""
+    found: dict[str, dict[int, Path]] = {}
+    problems = []
+    for name in names:
+        experiment_dir = experiments_dir / name
+        experiment = read_experiment(experiment_dir)
+        if not experiment_dir.is_dir():
+            problems.append(f"experiment {name}: no folder {experiment_dir}")
+            continue
+        if experiment is None:
+            problems.append(f"experiment {name}: no {PARAMS_FILE} in {experiment_dir}")
+            continue
+        found[name] = {f: experiment.folds[f][0] for f in folds if f in experiment.folds}
+        problems.extend(
+            f"experiment {name} fold {fold}: no checkpoint ({CHECKPOINT_GLOB}) in "
+            f"{fold_dir(experiment_dir, fold)}"
+            for fold in experiment.missing(folds)
+        )
+    return found, problems
 
 
 def _recorded(checkpoint: Path) -> tuple[tuple[str, ...], Path] | None:
@@ -340,14 +451,6 @@ def checkpoint_digest(checkpoint: Path) -> str:
     return _digests[version]
 
 
-def experiment_classes(experiment_dir: Path) -> tuple[str, ...]:
-    """The classes a trained experiment's models output, in their order (its params.json)."""
-    record = read_params(experiment_dir)
-    if record is None or not record.get("classes"):
-        raise ConfigError(f"{experiment_dir / PARAMS_FILE}: no recorded classes")
-    return tuple(record["classes"])
-
-
 # --------------------------------------------------------------------------------------
 # Class columns: one rule everywhere
 # --------------------------------------------------------------------------------------
@@ -392,8 +495,11 @@ def check_experiment_classes(paths: Paths, vocabulary: Vocabulary, names: Sequen
     before any work, since predictions are matched to the dataset's classes by name."""
     for name in names:
         experiment_dir = paths.experiment_dir(name)
+        record = read_params(experiment_dir) or {}
+        if not record.get("classes"):
+            raise ConfigError(f"{experiment_dir / PARAMS_FILE}: no recorded classes")
         class_order(
-            experiment_classes(experiment_dir),
+            record["classes"],
             vocabulary.classes,
             experiment_dir / PARAMS_FILE,
             vocabulary_source(paths),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import ConfigError
+from src.library_internals import is_argus_record
 
 try:
     import fcntl
@@ -216,28 +217,11 @@ def geometric_mean(arrays: list[np.ndarray], eps: float = 1e-12) -> np.ndarray:
     return np.exp(np.log(np.clip(stacked, eps, None)).mean(axis=0))
 
 
-COMPILE_PREFIX = "_orig_mod."
-
-
-def plain_module(module):
-    """The module a `torch.compile` wrapper holds (its parameters are shared), or `module`."""
-    return getattr(module, "_orig_mod", module)
-
-
-def strip_compile_prefix(state_dict: dict) -> dict:
-    """State-dict keys without torch.compile's `_orig_mod.` prefix (checkpoints written by
-    `--compile` runs before it was stripped on save)."""
-    return {
-        (key[len(COMPILE_PREFIX) :] if key.startswith(COMPILE_PREFIX) else key): value
-        for key, value in state_dict.items()
-    }
-
-
 class _NotArgus(logging.Filter):
     """argus models print their own log lines; the root handler must not print them again."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("argus.")
+        return not is_argus_record(record)
 
 
 def setup_logging(level: int = logging.INFO, stream=None) -> None:

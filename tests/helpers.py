@@ -63,7 +63,7 @@ def copy_tree(source: Path, destination: Path) -> Path:
 
 def micro_config(name: str = "auxiliary_016", **changes) -> dict:
     """A smoke configuration shrunk further for tests: a few steps per epoch."""
-    config = resolve(name, smoke=True)
+    config = resolve(name, "smoke")
     small = {"epoch_size": 32, "batch_size": 8, "val_batch_size": 16, "max_epochs": 3}
     return merge(config, {**small, **changes})
 
@@ -142,7 +142,7 @@ def save_cnn_checkpoint(
     import torch
 
     from src.models.argus_models import FreesoundModel
-    from src.training.loop import save_model_atomic
+    from src.training.callbacks.checkpoints import save_model_atomic
 
     network = {"num_classes": 80, "base_size": 4, "dropout": 0.1, **model_kwargs}
     params = {

@@ -27,7 +27,7 @@ from src.data.audio import (
 )
 from src.data.store import Extraction, get_store
 from src.prediction.tiling import PredictionError, Predictor
-from src.training.loop import save_model_atomic
+from src.training.callbacks.checkpoints import save_model_atomic
 from tests.helpers import FakeSoundDevice, save_cnn_checkpoint, tone, write_wav
 
 LOUD = 1e30  # finite in float32, but its square is not

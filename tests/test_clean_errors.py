@@ -239,7 +239,7 @@ def test_ctrl_c_in_a_fold_leaves_no_argus_traceback_on_the_console():
     import logging
     from types import SimpleNamespace
 
-    from src.training.loop import epoch_lines_to_log_only
+    from src.training.callbacks.console import epoch_lines_to_log_only
 
     stream = io.StringIO()
     logger = logging.getLogger("test_ctrl_c_in_a_fold")

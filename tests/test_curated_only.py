@@ -10,7 +10,7 @@ from src.config import get_paths, load_vocabulary
 from src.data.labels import has_noisy_set
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
-from src.training.loop import RunOptions
+from src.training.parts import RunOptions
 from tests.helpers import copy_tree, micro_config, run_smoke_pipeline
 
 MESSAGE = "no noisy set"

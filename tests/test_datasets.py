@@ -13,7 +13,7 @@ from src.config import ConfigError, get_paths, load_vocabulary
 from src.data.labels import load_label_tables
 from src.training.datasets import EpochSampler
 from src.training.first_level import build_fold, load_first_level_data
-from src.training.loop import RunOptions
+from src.training.parts import RunOptions
 from tests.helpers import micro_config
 
 

@@ -15,7 +15,7 @@ from src.runs import FINISHED_FILE
 from src.training.datasets import EpochSampler
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.fold_queue import train_folds_parallel
-from src.training.loop import RunOptions, Schedule
+from src.training.parts import RunOptions, Schedule
 from tests.helpers import REPO_ROOT, micro_config
 
 SMOKE = [

@@ -1,5 +1,6 @@
 """Experiments from a file (--experiment my_exp.json) and from the command line (--set)."""
 
+import copy
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import predict_folds
 import tag_audio
 from src.config import WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiment_files import load_experiment, parse_set
-from src.experiments import resolve
+from src.experiments import EXPERIMENTS, resolve
 from src.training.command import train_command
 from tests.helpers import COMPETITION, REPO_ROOT, kaggle_root, run_kernel
 
@@ -57,7 +58,7 @@ def test_set_overrides_after_the_file_and_smoke_before_it(tmp_path):
     sets = ["model.params.base_size=16", "max_epochs=3", "transforms.resize_scale=[0.5, 1]"]
     sets += ["corrections.noisy=noisy_corrections.json", "aux_weights=null"]
     config = load_experiment(spec, scale="smoke", sets=sets)
-    assert config["name"] == "renamed" and config["smoke"]
+    assert config["name"] == "renamed" and config["scale"] == "smoke"
     assert config["crop_size"] == 96  # the file wins over the smoke scale
     assert config["model"]["params"]["base_size"] == 16 and config["max_epochs"] == 3
     assert config["transforms"]["resize_scale"] == [0.5, 1]
@@ -208,12 +209,12 @@ def test_the_cpu_scale_and_smoke_as_a_scale(capsys):
     from src.experiments import CPU_CNN
 
     config = load_experiment("corr_noisy_007", scale="cpu", sets=["max_epochs=12"])
-    assert config["scale"] == "cpu" and not config["smoke"]
-    assert config["model"]["params"]["base_size"] == CPU_CNN["model"]["params"]["base_size"]
-    assert config["crop_size"] == CPU_CNN["crop_size"] and config["mixer"]["prob"] == 0.0
+    assert config["scale"] == "cpu"
+    assert config["model"]["params"]["base_size"] == CPU_CNN.changes["model"]["params"]["base_size"]
+    assert config["crop_size"] == CPU_CNN.changes["crop_size"] and config["mixer"]["prob"] == 0.0
     assert config["max_epochs"] == 12  # --set wins over the scale
     assert config["model"]["name"] == resolve("corr_noisy_007")["model"]["name"]
-    assert load_experiment("corr_noisy_007", scale="smoke") == resolve("corr_noisy_007", True)
+    assert load_experiment("corr_noisy_007", scale="smoke") == resolve("corr_noisy_007", "smoke")
     with pytest.raises(ConfigError, match="--scale cpu is for first-level experiments"):
         load_experiment("stacking_008_fcnet_43040", scale="cpu")
     args = ["--experiment", "corr_noisy_007", "--smoke", "--scale", "cpu"]
@@ -260,3 +261,68 @@ def test_a_crop_the_resize_range_misses_is_refused():
     assert config["crop_size"] == 128
     # without RandomResizedCrop the range does not matter
     assert load_experiment("corrections_002", sets=["crop_size=128"])["crop_size"] == 128
+
+
+RESOLVED_BEFORE = json.loads(
+    (REPO_ROOT / "tests" / "data" / "resolved_experiments_before.json").read_text()
+)
+
+
+@pytest.mark.parametrize("key", sorted(RESOLVED_BEFORE))
+def test_every_registered_experiment_resolves_at_every_scale_as_before(key):
+    """The registry's one recursive merge and its one scale table resolve every experiment at
+    every scale to the dict the one-level `_derive` and the two scale routes gave (recorded in
+    tests/data before the change), apart from what changed on purpose: `scale` replaces the
+    `smoke` flag, model arguments the one-level merge dropped are now recorded (they must be the
+    network's own defaults, so the network is the same), and corrections_002/003 at the cpu
+    scale resolve (the dropped `base_size` made the cpu scale fail on them)."""
+    import inspect
+
+    from src.models import MODELS
+
+    name, scale = key.split("@")
+    before = copy.deepcopy(RESOLVED_BEFORE[key])
+    if scale == "cpu" and EXPERIMENTS[name]["kind"] == "stacking":
+        with pytest.raises(ConfigError, match="--scale cpu is for first-level experiments"):
+            load_experiment(name, scale=scale)
+        return
+    after = json.loads(json.dumps(load_experiment(name, scale=scale)))
+    assert after.pop("scale") == scale
+    if "error" in before:
+        assert "unknown setting 'model.params.base_size'" in before["error"]
+        assert name in ("corrections_002", "corrections_003") and scale == "cpu"
+        full = copy.deepcopy(RESOLVED_BEFORE[f"{name}@full"])
+        full.pop("smoke")
+        scaled = {k: v for k, v in after.items() if k not in CPU_SCALED}
+        assert scaled == {k: v for k, v in full.items() if k not in CPU_SCALED}
+        assert after["model"]["params"]["base_size"] == 16 and after["crop_size"] == 64
+        return
+    assert before.pop("smoke") == (scale == "smoke")
+    assert before.pop("scale", scale) == scale  # recorded before for the cpu scale only
+    if after["kind"] == "cnn":
+        network = MODELS[after["model"]["name"]]
+        defaults = {
+            parameter.name: parameter.default
+            for parameter in inspect.signature(network).parameters.values()
+        }
+        params_before, params_after = before["model"]["params"], after["model"]["params"]
+        for added in set(params_after) - set(params_before):
+            assert params_after[added] == defaults[added], (key, added)
+        before["model"]["params"] = {**params_after, **params_before}
+    assert after == before
+
+
+# Settings the cpu scale sets or derives (src/experiments.py, CPU_CNN and follow_crop).
+CPU_SCALED = {
+    "model",
+    "crop_size",
+    "batch_size",
+    "val_batch_size",
+    "epoch_size",
+    "max_epochs",
+    "early_stopping",
+    "scheduler",
+    "optimizer",
+    "mixer",
+    "transforms",
+}

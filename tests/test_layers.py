@@ -12,7 +12,7 @@ SRC = REPO_ROOT / "src"
 
 # Bottom to top; a module may import from its own layer's package and from the layers before.
 LAYERS = [
-    ["src.config", "src.utils", "src.plots", "src.cli"],
+    ["src.config", "src.library_internals", "src.utils", "src.plots", "src.cli"],
     ["src.experiments", "src.experiment_files"],
     ["src.runs"],
     ["src.data"],

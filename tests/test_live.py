@@ -38,7 +38,7 @@ def tiny_model(crop_size: int, num_classes: int = 5):
     from src.experiments import resolve
     from src.models.argus_models import FreesoundModel, model_params
 
-    config = resolve("auxiliary_016", smoke=True)
+    config = resolve("auxiliary_016", "smoke")
     config["crop_size"] = crop_size
     torch.manual_seed(0)
     return FreesoundModel(model_params(config, num_classes, "cpu", "off", False))

@@ -12,8 +12,8 @@ from src.config import get_paths
 from src.models.argus_models import FreesoundModel
 from src.prediction.tiling import Predictor, load_checkpoint, prediction_amp, set_prediction_amp
 from src.runs import best_checkpoint
+from src.training.callbacks.checkpoints import save_model_atomic
 from src.training.command import train_command
-from src.training.loop import save_model_atomic
 
 ARGS = ["--smoke", "--folds", "0", "--workers", "0", "--no-progress", "--device", "cpu"]
 

@@ -1,5 +1,7 @@
 """Tiling, blending, submission checks and the stacking model's pieces."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +19,7 @@ from src.prediction.tables import (
     probs_frame,
 )
 from src.prediction.tiling import make_tiles, tile_layout
-from src.runs import fold_checkpoints
+from src.runs import find_experiment
 from src.training.datasets import random_tile_subset
 
 
@@ -103,11 +105,13 @@ def test_submission_must_match_sample_submission():
 
 def test_missing_checkpoints_name_what_to_run(tmp_path):
     with pytest.raises(ConfigError, match="run `python train_folds.py --experiment exp` first"):
-        fold_checkpoints(tmp_path / "exp", "exp")
+        find_experiment(tmp_path, "exp", range(5))
     (tmp_path / "exp/fold_0").mkdir(parents=True)
     (tmp_path / "exp/fold_0/model-003-0.500000.pth").write_bytes(b"")
+    record = {"config": {"kind": "cnn"}, "classes": ["a"]}
+    (tmp_path / "exp/params.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"fold\(s\) 1,2,3,4.*--folds 1,2,3,4"):
-        fold_checkpoints(tmp_path / "exp", "exp")
+        find_experiment(tmp_path, "exp", range(5))
 
 
 @pytest.mark.parametrize(

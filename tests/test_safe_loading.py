@@ -13,7 +13,7 @@ from src.config import AUDIO
 from src.models.argus_models import FreesoundModel, model_params
 from src.prediction.tiling import load_checkpoint
 from src.runs import CheckpointError, read_checkpoint
-from src.training.loop import save_model_atomic
+from src.training.callbacks.checkpoints import save_model_atomic
 from tests.helpers import micro_config, tone, write_wav
 
 

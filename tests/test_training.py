@@ -13,16 +13,11 @@ from argus.callbacks import Callback
 from src.config import get_paths, load_vocabulary
 from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
 from src.models.argus_models import FreesoundModel, resolve_amp
-from src.runs import STATE_FILE
+from src.runs import STATE_FILE, ExperimentExistsError, prepare_experiment_dir
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
-from src.training.loop import (
-    ExperimentExistsError,
-    RunOptions,
-    Schedule,
-    prepare_experiment_dir,
-    run_fold,
-)
+from src.training.loop import run_fold
+from src.training.parts import RunOptions, Schedule
 from tests.helpers import micro_config
 
 ARGS = ["--smoke", "--folds", "0", "--workers", "0", "--no-progress", "--device", "cpu"]
@@ -67,19 +62,19 @@ def test_registry_holds_the_seven_experiments_with_their_settings():
 
 
 def test_smoke_scaling_shrinks_but_keeps_the_recipe():
-    full, smoke = resolve("corr_noisy_007"), resolve("corr_noisy_007", smoke=True)
+    full, smoke = resolve("corr_noisy_007"), resolve("corr_noisy_007", "smoke")
     assert smoke["model"]["params"]["base_size"] < full["model"]["params"]["base_size"]
     assert smoke["crop_size"] < full["crop_size"] and smoke["epoch_size"] < full["epoch_size"]
     assert smoke["max_epochs"] < full["max_epochs"]
     assert smoke["datasets"] == full["datasets"] and smoke["mixer"] == full["mixer"]
-    assert smoke["smoke"] and not full["smoke"]
+    assert smoke["scale"] == "smoke" and full["scale"] == "full"
 
 
 def test_train_folds_writes_checkpoint_logs_and_curves(tiny_data):
     assert train_command(["--experiment", "corrections_002", *ARGS], "", kind="cnn") == 0
     experiment = get_paths().experiment_dir("corrections_002")
     params = json.loads((experiment / "params.json").read_text())
-    assert params["config"] == json.loads(json.dumps(resolve("corrections_002", smoke=True)))
+    assert params["config"] == json.loads(json.dumps(resolve("corrections_002", "smoke")))
     assert params["classes"] == list(load_vocabulary().classes) and params["seed"] == 2019
     fold = experiment / "fold_0"
     checkpoints = list(fold.glob("model-*.pth"))
@@ -221,7 +216,7 @@ def test_a_reworded_provenance_note_does_not_make_another_run(tmp_path):
     """config["original"] notes where the settings come from; rewording it (as docs move) must
     not make an existing experiment 'a run with a different config'."""
     folder = tmp_path / "exp"
-    record = {"config": resolve("corr_noisy_003", smoke=True), "classes": ["a"], "seed": 1}
+    record = {"config": resolve("corr_noisy_003", "smoke"), "classes": ["a"], "seed": 1}
     prepare_experiment_dir(folder, record, force=False)
     (folder / "fold_0").mkdir()
     reworded = json.loads(json.dumps(record))

@@ -20,16 +20,12 @@ from src.config import get_paths, load_vocabulary
 from src.data.store import get_store, store_key
 from src.models.argus_models import FreesoundModel, model_params
 from src.prediction.experiment import predict_experiment
+from src.runs import prepare_experiment_dir
 from src.tools.import_weights import import_experiment
+from src.training.callbacks.checkpoints import save_model_atomic
 from src.training.first_level import build_fold, load_first_level_data
-from src.training.loop import (
-    FoldParts,
-    RunOptions,
-    Schedule,
-    prepare_experiment_dir,
-    run_fold,
-    save_model_atomic,
-)
+from src.training.loop import run_fold
+from src.training.parts import FoldParts, RunOptions, Schedule
 from src.utils import LOCK_FILE, LockedError, remove_leftovers, tmp_name, writer_lock
 from tests.helpers import REPO_ROOT, micro_config, tone, write_wav
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from src.data.store import default_extraction_workers, find_test_files
     from src.experiments import tile_steps
     from src.kaggle.runtime import KernelPlan, first_level_experiments
-    from src.runs import experiment_config, locate_checkpoints
+    from src.runs import find_experiment, locate_checkpoints
 
     startup_seconds = time.perf_counter() - before_imports
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {
             name: (
                 next(iter(checkpoints[name].values())),
-                tile_steps(experiment_config(paths.experiment_dir(name)))[step_kind],
+                tile_steps(find_experiment(paths.experiments_dir, name).config)[step_kind],
             )
             for name in names
         }

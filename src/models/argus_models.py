@@ -25,6 +25,7 @@ import torch
 from argus.utils import deep_detach, deep_to
 from torch import nn
 
+from src.library_internals import check_predict_ready
 from src.models import MODELS
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES, AuxWeightedLoss, BCEWithLogits
@@ -122,7 +123,7 @@ class FreesoundModel(argus.Model):
             }
 
     def predict(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_predict_ready()
+        check_predict_ready(self)
         with torch.no_grad():
             self.eval()
             input = deep_to(input, self.device)
@@ -134,22 +135,36 @@ class FreesoundModel(argus.Model):
 
 
 def model_params(
-    config: dict, num_classes: int, device: str, amp: str, channels_last: bool
+    config: dict,
+    num_classes: int,
+    device: str = "cpu",
+    amp: str = "off",
+    channels_last: bool = False,
+    in_channels: int | None = None,
 ) -> dict:
-    """argus params of a first-level experiment configuration."""
-    return {
-        "nn_module": (
-            config["model"]["name"],
-            {**config["model"]["params"], "num_classes": num_classes},
-        ),
-        "loss": (config["loss"]["name"], dict(config["loss"]["params"])),
+    """argus params of an experiment's network (sized to `num_classes`, and for a stacking MLP
+    to its `in_channels`), loss and optimizer, as its configuration names them: the one builder
+    of the params that training, import and every checkpoint record."""
+    network = {**config["model"]["params"]}
+    if config["kind"] == "stacking":
+        if in_channels is None:
+            raise ValueError("a stacking network needs in_channels")
+        network["in_channels"] = in_channels
+    network["num_classes"] = num_classes
+    params = {
+        "nn_module": (config["model"]["name"], network),
+        "loss": (config["loss"]["name"], dict(config["loss"].get("params", {}))),
         "optimizer": (config["optimizer"]["name"], dict(config["optimizer"]["params"])),
         "device": device,
-        "aux_weights": config.get("aux_weights"),
-        "amp": amp,
-        "channels_last": channels_last,
-        "crop_size": int(config["crop_size"]),  # the predictor's tile width
     }
+    if config["kind"] == "cnn":
+        params.update(
+            aux_weights=config.get("aux_weights"),
+            amp=amp,
+            channels_last=channels_last,
+            crop_size=int(config["crop_size"]),  # the predictor's tile width
+        )
+    return params
 
 
 class StackingModel(argus.Model):

@@ -30,9 +30,7 @@ from src.runs import (
     check_oof_inputs,
     checkpoint_classes,
     class_order,
-    experiment_classes,
-    experiment_config,
-    fold_checkpoints,
+    find_experiment,
     fold_dir,
     read_oof,
     read_oof_tiles,
@@ -59,11 +57,13 @@ def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 @dataclass
 class StackingModels:
-    """The fold models of one stacking experiment and the classes they output, in order."""
+    """The fold models of one stacking experiment (fold -> model), the classes they output in
+    order, and the first-level experiments whose predictions they take."""
 
     name: str
     classes: tuple[str, ...]
-    models: list
+    models: dict[int, object]
+    inputs: list[str]
 
 
 def final_blend(
@@ -80,31 +80,33 @@ def final_blend(
         into = class_order(classes, experiment.classes, "the first-level predictions", own)
         back = class_order(experiment.classes, classes, own, "the first-level predictions")
         inputs = np.concatenate([f[:, into] for f in first_level], axis=1)
-        outputs = geometric_mean([predict_mlp(model, inputs) for model in experiment.models])
+        outputs = geometric_mean(
+            [predict_mlp(model, inputs) for model in experiment.models.values()]
+        )
         second.append(outputs[:, back])
     return geometric_mean([*first_level, *second])
 
 
-def load_stacking(experiment_dir: Path, name: str, device: str) -> StackingModels:
+def load_stacking(experiments_dir: Path, name: str, device: str) -> StackingModels:
     """The fold models of a stacking experiment, loaded for prediction, with their classes."""
-    models, classes = [], experiment_classes(experiment_dir)
-    for checkpoint in fold_checkpoints(experiment_dir, name).values():
+    experiment = find_experiment(experiments_dir, name, range(N_FOLDS))
+    models = {}
+    for fold, checkpoint in experiment.checkpoints().items():
         model = load_checkpoint(checkpoint, device)
-        if checkpoint_classes(checkpoint, output_count(model)) != classes:
-            raise ConfigError(f"{checkpoint}: its classes differ from {experiment_dir}'s")
-        models.append(model)
-    return StackingModels(name, classes, models)
+        if checkpoint_classes(checkpoint, output_count(model)) != experiment.classes:
+            raise ConfigError(f"{checkpoint}: its classes differ from {experiment.directory}'s")
+        models[fold] = model
+    return StackingModels(name, experiment.classes, models, list(experiment.config["inputs"]))
 
 
 def stacking_oof(name: str, paths: Paths, device: str) -> pd.DataFrame:
     """Out-of-fold predictions of a stacking experiment on every curated clip, named by its
     recorded classes."""
-    stacking = load_stacking(paths.experiment_dir(name), name, device)
-    config = experiment_config(paths.experiment_dir(name))
+    stacking = load_stacking(paths.experiments_dir, name, device)
     folds = load_folds(paths)
     inputs = read_oof_tiles(
         paths.predictions_dir,
-        config["inputs"],
+        stacking.inputs,
         folds["fname"],
         folds["fold"],
         stacking.classes,
@@ -112,8 +114,7 @@ def stacking_oof(name: str, paths: Paths, device: str) -> pd.DataFrame:
     )
     means = np.stack([x.mean(axis=0) for x in inputs])
     predictions = np.zeros((len(folds), len(stacking.classes)))
-    checkpoints = fold_checkpoints(paths.experiment_dir(name), name)
-    for fold, model in zip(checkpoints, stacking.models):
+    for fold, model in stacking.models.items():
         rows = (folds["fold"] == fold).to_numpy()
         predictions[rows] = predict_mlp(model, means[rows])
     return probs_frame(folds["fname"].tolist(), predictions, stacking.classes)
@@ -129,10 +130,10 @@ def first_level_test(
 ) -> pd.DataFrame:
     """Test tile means of every fold model at step crop/2, geometric mean over folds; columns
     named by the experiment's recorded classes."""
-    experiment_dir = paths.experiment_dir(name)
-    step = tile_steps(experiment_config(experiment_dir))["stacking_test"]
+    experiment = find_experiment(paths.experiments_dir, name, range(N_FOLDS))
+    step = tile_steps(experiment.config)["stacking_test"]
     frames = []
-    for fold, checkpoint in fold_checkpoints(experiment_dir, name).items():
+    for fold, checkpoint in experiment.checkpoints().items():
         predictor = Predictor(checkpoint, device, batch_size, tile_step=step)
         out_dir = fold_dir(paths.prediction_dir(name), fold) / f"test_step{step}"
         frames.append(
@@ -166,7 +167,7 @@ def ensemble_predict(
     with_oof: bool = True,
 ) -> EnsembleResult:
     """The final blend of the test set (see the module's docstring)."""
-    configs = [experiment_config(paths.experiment_dir(name)) for name in stacking_names]
+    configs = [find_experiment(paths.experiments_dir, name).config for name in stacking_names]
     inputs = configs[0]["inputs"]
     if any(c["inputs"] != inputs for c in configs):
         raise ConfigError("the stacking experiments must share their first-level inputs")
@@ -176,7 +177,7 @@ def ensemble_predict(
             check_oof_inputs(paths.predictions_dir, inputs, range(N_FOLDS))
         except ConfigError as error:
             raise ConfigError(f"{error}; or pass --no-oof to skip the out-of-fold table") from None
-    stacking = [load_stacking(paths.experiment_dir(n), n, device) for n in stacking_names]
+    stacking = [load_stacking(paths.experiments_dir, n, device) for n in stacking_names]
     classes = stacking[0].classes
     test = test_store(paths)
     first = [

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.config import Paths, Vocabulary
+from src.config import N_FOLDS, Paths, Vocabulary
 from src.data.labels import folds_digest, load_folds, read_labels_csv
 from src.data.store import curated_store, test_store
 from src.experiments import tile_steps
@@ -40,8 +40,7 @@ from src.runs import (
     check_trained_folds,
     checkpoint_classes,
     checkpoint_digest,
-    experiment_config,
-    fold_checkpoints,
+    find_experiment,
     fold_dir,
     read_probs,
 )
@@ -200,9 +199,9 @@ def _predict_experiment(
 ) -> dict:
     """Out-of-fold and test predictions of every fold model (or of `folds` only), the fold
     blend, and the CV (of the out-of-fold predictions made)."""
-    experiment_dir = paths.experiment_dir(name)
-    checkpoints = fold_checkpoints(experiment_dir, name, *([] if folds is None else [folds]))
-    steps = tile_steps(experiment_config(experiment_dir))
+    experiment = find_experiment(paths.experiments_dir, name)
+    checkpoints = experiment.checkpoints(range(N_FOLDS) if folds is None else folds)
+    steps = tile_steps(experiment.config)
     # The models' outputs are named by their own recorded classes; the dataset's classes must be
     # the same set (matched by name in the CV and the submission): checked before any work.
     check_experiment_classes(paths, vocabulary, [name])

@@ -21,9 +21,9 @@ import torch
 
 from src.augment.deltas import stack_deltas
 from src.config import PREDICTION_AMP_CHOICES, ConfigError
+from src.library_internals import strip_compile_prefix
 from src.models.argus_models import FreesoundModel, StackingModel
 from src.runs import CheckpointError, argus_state, read_checkpoint
-from src.utils import strip_compile_prefix
 
 # The classes a checkpoint may name (its `model_name`): nothing else is built from a file.
 CHECKPOINT_CLASSES = {cls.__name__: cls for cls in (FreesoundModel, StackingModel)}

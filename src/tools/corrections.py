@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.config import ConfigError, Paths, Vocabulary, vocabulary_source
+from src.config import N_FOLDS, ConfigError, Paths, Vocabulary, vocabulary_source
 from src.data.corrections import REMOVE, Corrections, save_corrections
 from src.data.labels import read_labels_csv
 from src.data.store import curated_store, noisy_store
@@ -31,8 +31,7 @@ from src.runs import (
     align_columns,
     check_experiment_classes,
     checkpoint_classes,
-    experiment_config,
-    fold_checkpoints,
+    find_experiment,
     fold_dir,
     read_oof,
 )
@@ -295,9 +294,9 @@ def predict_noisy(
     root = paths.predictions_dir / NOISY_PREDICTIONS
     frames = []
     for name in experiments:
-        experiment_dir = paths.experiment_dir(name)
-        checkpoints = fold_checkpoints(experiment_dir, name)
-        step = tile_steps(experiment_config(experiment_dir))["oof"]
+        experiment = find_experiment(paths.experiments_dir, name, range(N_FOLDS))
+        checkpoints = experiment.checkpoints()
+        step = tile_steps(experiment.config)["oof"]
         for fold, checkpoint in checkpoints.items():
             predictor = Predictor(checkpoint, device, batch_size, tile_step=step)
             # Tile means only: the noisy set is four times the curated one.

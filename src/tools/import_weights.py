@@ -32,16 +32,19 @@ import torch
 from src.config import ConfigError, Vocabulary
 from src.experiments import CNN_BASE, EXPERIMENTS, STACKING_BASE, resolve
 from src.models import MODELS
+from src.models.argus_models import model_params
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES
 from src.runs import (
     CHECKPOINT_GLOB,
-    CHECKPOINT_PATTERN,
     FINISHED_FILE,
     PARAMS_FILE,
     CheckpointError,
     argus_state,
+    best_of,
+    checkpoint_score,
     read_checkpoint,
+    write_checkpoint,
 )
 from src.utils import remove_leftovers, write_json_atomic, writer_lock
 
@@ -51,7 +54,9 @@ SOURCE_NOTE = (
     "imported by import_weights.py from the original solution's released checkpoints; "
     "float16 tensors cast to float32, keys renamed to this project's layers"
 )
-_FOLD_PATH = re.compile(r"(?:^|/)([^/]+)/fold_(\d+)/(model-[^/]+\.pth)$")
+# <experiment>/fold_<k>/<checkpoint> anywhere in a zip or folder; the checkpoint's name must be
+# a model-EEE-S.pth (`src.runs.checkpoint_score`)
+_FOLD_PATH = re.compile(r"(?:^|/)([^/]+)/fold_(\d+)/([^/]+\.pth)$")
 
 
 class ImportFailure(ConfigError):
@@ -130,7 +135,7 @@ def find_checkpoints(source: Path) -> dict[str, list[SourceFile]]:
 
         for member in members:
             match = _FOLD_PATH.search(member)
-            if match:
+            if match and checkpoint_score(match.group(3)) is not None:
                 experiment, fold, name = match.groups()
                 files.append(
                     SourceFile(experiment, int(fold), name, f"{source}:{member}", reader(member))
@@ -138,7 +143,7 @@ def find_checkpoints(source: Path) -> dict[str, list[SourceFile]]:
     elif source.is_dir():
         for path in sorted(source.rglob(f"fold_*/{CHECKPOINT_GLOB}")):
             match = _FOLD_PATH.search(path.as_posix())
-            if match:
+            if match and checkpoint_score(match.group(3)) is not None:
                 experiment, fold, name = match.groups()
                 files.append(SourceFile(experiment, int(fold), name, str(path), path.read_bytes))
     else:
@@ -154,14 +159,12 @@ def find_checkpoints(source: Path) -> dict[str, list[SourceFile]]:
 
 
 def best_per_fold(files: Sequence[SourceFile]) -> dict[int, SourceFile]:
-    """The highest-scoring model-EEE-S.pth of each fold (as best_checkpoint picks them)."""
-    best: dict[int, tuple[float, SourceFile]] = {}
+    """The best model-EEE-S.pth of each fold (`src.runs.best_of`, the rule of every fold)."""
+    by_fold: dict[int, dict[str, SourceFile]] = {}
     for item in files:
-        match = CHECKPOINT_PATTERN.match(item.name)
-        score = float(match.group(2)) if match else float("-inf")
-        if item.fold not in best or score > best[item.fold][0]:
-            best[item.fold] = (score, item)
-    return {fold: best[fold][1] for fold in sorted(best)}
+        by_fold.setdefault(item.fold, {})[item.name] = item
+    best = {fold: best_of(names) for fold, names in sorted(by_fold.items())}
+    return {fold: by_fold[fold][chosen[0]] for fold, chosen in best.items() if chosen}
 
 
 # --------------------------------------------------------------------------------------
@@ -266,7 +269,7 @@ def registry_config(experiment: str, converted: Converted) -> tuple[dict, bool]:
         config = resolve(experiment)
     else:
         config = copy.deepcopy(CNN_BASE if kind == "cnn" else STACKING_BASE)
-        config.update(name=experiment, smoke=False)
+        config.update(name=experiment, scale="full")
     model_params = {
         k: v for k, v in converted.kwargs.items() if k not in ("num_classes", "in_channels")
     }
@@ -278,30 +281,20 @@ def registry_config(experiment: str, converted: Converted) -> tuple[dict, bool]:
 
 
 def project_params(converted: Converted, config: dict) -> dict:
-    """argus params of our FreesoundModel / StackingModel for the imported network."""
+    """argus params of our FreesoundModel / StackingModel for the imported network
+    (`model_params`): the checkpoint's own optimizer and, for a CNN, its loss when it is one of
+    ours; float32 prediction (the original trained with apex O2, fp16)."""
     original = converted.original_params
     optimizer = original.get("optimizer") or (config["optimizer"]["name"], {})
-    if ARCHITECTURES[converted.network].kind == "stacking":
-        return {
-            "nn_module": (converted.network, dict(converted.kwargs)),
-            "loss": ("BCEWithLogits", {}),
-            "optimizer": (optimizer[0], dict(optimizer[1])),
-            "device": "cpu",
-        }
+    recorded = {**config, "optimizer": {"name": optimizer[0], "params": dict(optimizer[1])}}
     loss = original.get("loss")
-    if not (isinstance(loss, list | tuple) and len(loss) == 2 and loss[0] in LOSSES):
-        loss = (config["loss"]["name"], config["loss"]["params"])
-    return {
-        "nn_module": (converted.network, dict(converted.kwargs)),
-        "loss": (loss[0], dict(loss[1])),
-        "optimizer": (optimizer[0], dict(optimizer[1])),
-        "device": "cpu",
-        "aux_weights": config.get("aux_weights"),
-        # The original trained with apex O2 (fp16); prediction here runs in float32.
-        "amp": "off",
-        "channels_last": False,
-        "crop_size": int(config["crop_size"]),
-    }
+    ours = isinstance(loss, list | tuple) and len(loss) == 2 and loss[0] in LOSSES
+    if recorded["kind"] == "cnn" and ours:
+        recorded["loss"] = {"name": loss[0], "params": dict(loss[1])}
+    kwargs = converted.kwargs
+    return model_params(
+        recorded, kwargs["num_classes"], "cpu", in_channels=kwargs.get("in_channels")
+    )
 
 
 def jsonable(value):
@@ -380,16 +373,13 @@ def _import_experiment(
         for fold, item in folds.items():
             fold_dir = staging / f"fold_{fold}"
             fold_dir.mkdir(parents=True)
-            checkpoint = {
-                "model_name": model_name,
-                "params": project_params(converted[fold], config),
-                "nn_state_dict": converted[fold].state,
+            params = project_params(converted[fold], config)
+            write_checkpoint(fold_dir / item.name, model_name, params, converted[fold].state)
+            finished = {
+                "imported_from": item.where,
+                "best_checkpoint": item.name,
+                "best_val_lwlrap": checkpoint_score(item.name),
             }
-            torch.save(checkpoint, fold_dir / item.name)
-            match = CHECKPOINT_PATTERN.match(item.name)
-            finished = {"imported_from": item.where, "best_checkpoint": item.name}
-            if match:
-                finished["best_val_lwlrap"] = float(match.group(2))
             write_json_atomic(finished, fold_dir / FINISHED_FILE)
         original = first.original_params
         record = {

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from src.config import AUDIO, ConfigError
+from src.library_internals import plain_module
 from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import checkpoint_classes
 from src.tools.tagging import ModelSource, Tags
-from src.utils import plain_module, tmp_name
+from src.utils import tmp_name
 
 OPSET = 17
 INPUT_NAME = "input"

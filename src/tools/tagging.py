@@ -47,7 +47,6 @@ from src.runs import (
     checkpoint_classes,
     class_order,
     find_experiment,
-    fold_checkpoints,
     trained_experiments,
 )
 from src.utils import geometric_mean
@@ -223,12 +222,12 @@ class StackingEnsemble:
         self.first_level = []
         for name in inputs:
             experiment = find_experiment(experiments_dir, name)
-            checkpoints = fold_checkpoints(experiment.directory, name).values()
+            checkpoints = experiment.checkpoints().values()
             step = tile_steps(experiment.config)["stacking_test"]
             self.first_level.append(
                 FoldBlend(list(checkpoints), device, batch_size, step, resident=False)
             )
-        self.stacking = [load_stacking(e.directory, e.name, device) for e in stacking]
+        self.stacking = [load_stacking(experiments_dir, e.name, device) for e in stacking]
         # Named by the first stacking experiment's classes; every other experiment's outputs
         # are matched to them by name (a class set that differs is an error).
         self.classes = self.stacking[0].classes
@@ -283,7 +282,7 @@ def experiment_source(
         raise ConfigError(f"{name} is a stacking experiment: use --ensemble")
     # The folds trained so far (one fold at --scale cpu is a usable tagger).
     folds = sorted(experiment.folds)
-    checkpoints = list(fold_checkpoints(experiment.directory, name, folds).values())
+    checkpoints = list(experiment.checkpoints(folds).values())
     step = tile_steps(experiment.config)["test"]
     blend = FoldBlend(checkpoints, device, batch_size, step)
     description = f"experiment {name} (geometric mean of {len(checkpoints)} of 5 folds)"

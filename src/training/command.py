@@ -16,12 +16,14 @@ from src.cli import default_device, fail, parse_folds
 from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
 from src.data.labels import folds_digest, load_folds
 from src.experiment_files import load_experiment
-from src.experiments import FIRST_LEVEL, STACKING
+from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
+from src.runs import prepare_experiment_dir
 from src.training.distributed import barrier, init_distributed, launched_by_torchrun
 from src.training.first_level import build_fold, fold_builder, load_first_level_data
 from src.training.fold_queue import parse_devices, train_folds_parallel
-from src.training.loop import RunOptions, Schedule, prepare_experiment_dir, train_folds
+from src.training.loop import train_folds
+from src.training.parts import RunOptions, Schedule
 from src.training.stacking import build_stacking_fold, load_stacking_data, stacking_fold_builder
 from src.utils import setup_logging
 
@@ -111,7 +113,7 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
     )
     parser.add_argument(
         "--scale",
-        choices=["full", "cpu", "smoke"],
+        choices=list(SCALES),
         default=None,
         help="full: as registered (default); cpu: small enough to learn real recordings in "
         "minutes on a laptop's CPU (first level); smoke: tiny, for tests (= --smoke)",

@@ -28,7 +28,7 @@ from src.training.datasets import (
     loader_generator,
 )
 from src.training.distributed import distribute, shard_dataset
-from src.training.loop import FoldParts, RunOptions
+from src.training.parts import FoldParts, RunOptions
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import torch
 
 from src.config import ConfigError
 from src.runs import fold_dir, fold_finished, read_finished
-from src.training.loop import MONITOR, FoldParts, Schedule, run_fold
+from src.training.loop import run_fold
+from src.training.parts import MONITOR, FoldParts, Schedule
 from src.utils import interrupts_left_to_main, setup_logging
 
 log = logging.getLogger(__name__)

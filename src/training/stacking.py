@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader
 from src.config import Paths, Vocabulary, get_paths, load_vocabulary, vocabulary_source
 from src.data.corrections import apply_corrections, find_corrections
 from src.data.labels import check_labels, folds_digest, load_folds
-from src.models.argus_models import StackingModel
+from src.models.argus_models import StackingModel, model_params
 from src.models.metrics import Lwlrap, MultiAccuracy
 from src.runs import check_oof_inputs, check_trained_folds, read_oof_tiles
 from src.training.datasets import EpochSampler, StackingDataset, loader_generator
 from src.training.distributed import distribute, shard_dataset
-from src.training.loop import FoldParts, RunOptions
+from src.training.parts import FoldParts, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +102,14 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
         generator=loader_generator([options.seed, fold]),
     )
     torch.manual_seed(int(np.random.default_rng([options.seed, fold, 1]).integers(2**31)))
-    model = StackingModel(
-        stacking_params(config, data.inputs[0].shape[1], len(data.vocabulary), options.device)
+    params = model_params(
+        config, len(data.vocabulary), options.device, in_channels=data.inputs[0].shape[1]
     )
+    model = StackingModel(params)
     parts = FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm
     )
-
-
-def stacking_params(config: dict, in_channels: int, num_classes: int, device: str) -> dict:
-    """argus parameters of the experiment's MLP: its model and loss as the configuration names
-    them, sized to the inputs and classes."""
-    model, loss = config["model"], config["loss"]
-    return {
-        "nn_module": (
-            model["name"],
-            {**model["params"], "in_channels": in_channels, "num_classes": num_classes},
-        ),
-        "loss": (loss["name"], dict(loss.get("params", {}))),
-        "optimizer": (config["optimizer"]["name"], dict(config["optimizer"]["params"])),
-        "device": device,
-    }
 
 
 def stacking_fold_builder(config: dict, corrections: str, options: RunOptions, device: str):

@@ -1,0 +1,92 @@
+"""The state a fold resumes from (`last.pth`): saved after every epoch, restored on start.
+
+It holds the network, optimizer and AMP scaler, the bookkeeping of the checkpoint, early
+stopping and plateau callbacks, and the RNG, so an interrupted fold continues as if it had not
+stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint, ReduceLROnPlateau
+from argus.engine import State
+
+from src.library_internals import (
+    callback_state,
+    plain_module,
+    restore_callback_state,
+    strip_compile_prefix,
+)
+from src.runs import STATE_FILE, read_checkpoint
+from src.utils import tmp_name
+
+
+def load_resume_state(fold_dir: Path, map_location: str | torch.device = "cpu") -> dict | None:
+    """The fold's saved state, or None when it has none (a fresh fold)."""
+    path = fold_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    return read_checkpoint(path, map_location=map_location)
+
+
+def restore_model(model, saved: dict) -> int:
+    """Network, optimizer, scaler and RNG from `saved`; returns the epoch to start at."""
+    plain_module(model.get_nn_module()).load_state_dict(
+        strip_compile_prefix(saved["nn_state_dict"])
+    )
+    model.optimizer.load_state_dict(saved["optimizer"])
+    if hasattr(model, "scaler") and saved.get("scaler"):
+        model.scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return int(saved["epoch"]) + 1
+
+
+class ResumeState(Callback):
+    """Restores the bookkeeping of the other callbacks on start, saves everything each epoch.
+
+    Attached last, so its `start` runs after theirs (which reset their counters) and its
+    `epoch_complete` after theirs (which updated them).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        checkpoint: MonitorCheckpoint | None,
+        early_stopping: EarlyStopping,
+        scheduler: ReduceLROnPlateau,
+        saved: dict | None,
+        writes: bool,
+    ) -> None:
+        self.path = path
+        self.checkpoint = checkpoint
+        self.early_stopping = early_stopping
+        self.scheduler = scheduler
+        self.saved = saved
+        self.writes = writes
+
+    def start(self, state: State) -> None:
+        if self.saved is not None:
+            restore_callback_state(self.saved, self.checkpoint, self.early_stopping, self.scheduler)
+
+    def epoch_complete(self, state: State) -> None:
+        if not self.writes:
+            return
+        model = state.model
+        snapshot = {
+            "epoch": state.epoch,
+            "stopped": bool(state.stopped),
+            "nn_state_dict": plain_module(model.get_nn_module()).state_dict(),
+            "optimizer": model.optimizer.state_dict(),
+            "scaler": model.scaler.state_dict() if hasattr(model, "scaler") else {},
+            **callback_state(self.checkpoint, self.early_stopping, self.scheduler),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+        tmp = tmp_name(self.path)
+        torch.save(snapshot, tmp)
+        os.replace(tmp, self.path)

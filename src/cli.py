@@ -16,14 +16,22 @@ from src.config import N_FOLDS, PREDICTION_AMP_CHOICES, ConfigError
 from src.utils import setup_logging
 
 __all__ = [
+    "add_amp",
+    "add_data_dir",
+    "add_device",
+    "add_folds",
+    "add_force",
+    "add_no_progress",
     "add_prediction_arguments",
     "check_output_file",
     "default_device",
     "fail",
     "names_list",
     "parse_folds",
+    "resolve_device",
     "run_main",
     "setup_logging",
+    "use_data_dir",
 ]
 
 DEBUG_ENV = "FREESOUND_DEBUG"  # set to 1: errors reaching run_main keep their traceback
@@ -97,10 +105,100 @@ def check_output_file(path: str | os.PathLike | None, option: str) -> None:
         raise ConfigError(f"{option} {path}: cannot write to {parent} (permission denied)")
 
 
-def default_device() -> str:
+# --------------------------------------------------------------------------------------
+# The options every script shares: one name, one set of choices, one default each
+# (tests/test_cli_convention.py runs every script's --help and checks them)
+# --------------------------------------------------------------------------------------
+
+DATA_DIR_ENV = "FREESOUND_DATA_DIR"
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")
+# --amp's default by what a script does: training runs mixed precision where the device runs
+# it natively (auto); prediction runs float32 unless asked, whatever the models were trained
+# with, so out-of-fold predictions, stacking inputs and kernels are the same on every device.
+TRAINING_AMP, PREDICTION_AMP = "auto", "off"
+DEVICE_DEFAULT = "auto"
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"the data directory: inputs and every output (default: ${DATA_DIR_ENV}, else data/ "
+        "in the repository)",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default=DEVICE_DEFAULT,
+        metavar="DEVICE",
+        help="auto (default: cuda when available, else cpu), cpu, cuda or cuda:N",
+    )
+
+
+def add_amp(parser: argparse.ArgumentParser, default: str = PREDICTION_AMP) -> None:
+    what = (
+        "auto: bf16 on GPUs that support it, fp16 on older ones, off on the CPU"
+        if default == TRAINING_AMP
+        else "off: float32, whatever the models were trained with; bf16/fp16 autocast only "
+        "on hardware that runs it natively"
+    )
+    parser.add_argument(
+        "--amp",
+        choices=AMP_CHOICES,
+        default=default,
+        help=f"mixed precision (default {default}; {what})",
+    )
+
+
+def add_folds(parser: argparse.ArgumentParser, what: str = "folds to use") -> None:
+    parser.add_argument(
+        "--folds", metavar="K[,K...]", default=None, help=f"comma-separated {what} (default: all)"
+    )
+
+
+def add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true", help=what)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def use_data_dir(args: argparse.Namespace) -> None:
+    """--data-dir, when given, is the data directory of this process and of every process it
+    starts (as FREESOUND_DATA_DIR)."""
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir:
+        os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(data_dir))
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' (or None) -> cuda when available, else cpu; a CUDA device on a machine without
+    CUDA is one error naming it."""
     import torch  # here: scripts that only need run_main or fail do not load torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device in (None, "", DEVICE_DEFAULT):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device}: not a device (auto, cpu, cuda or cuda:N)") from None
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine ({build})")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    return device
+
+
+def default_device() -> str:
+    return resolve_device(None)
 
 
 def parse_folds(text: str | None, n_folds: int = N_FOLDS) -> list[int]:

@@ -30,7 +30,15 @@ from src.training.loop import (
     run_fold,
     save_model_atomic,
 )
-from src.utils import LOCK_FILE, LockedError, remove_leftovers, tmp_name, writer_lock
+from src.utils import (
+    LOCK_FILE,
+    LockedError,
+    remove_leftovers,
+    remove_leftovers_of,
+    staged_folder,
+    tmp_name,
+    writer_lock,
+)
 from tests.helpers import REPO_ROOT, micro_config, tone, write_wav
 
 HOLD = """
@@ -139,6 +147,25 @@ def test_leftovers_are_removed_recursively_and_nothing_else(tmp_path):
         path.write_text("x")
     assert sorted(remove_leftovers(tmp_path, recursive=True)) == sorted(gone)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
+
+
+def test_a_staged_folder_is_a_temporary_name_that_never_outlives_its_block(tmp_path):
+    target = tmp_path / "out" / "store"
+    with staged_folder(target) as staging:
+        assert staging == tmp_name(target) and staging.is_dir() and not any(staging.iterdir())
+        (staging / "a.txt").write_text("built")
+        staging.rename(target)
+    assert (target / "a.txt").read_text() == "built" and not staging.exists()
+    with pytest.raises(KeyboardInterrupt), staged_folder(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.parent.iterdir()) == ["store"]
+    leftovers = [target.with_name(".store.tmp-999999"), target.with_name(".store.tmp")]
+    leftovers[0].mkdir()  # a killed writer's staged folder, and a temporary file
+    leftovers[1].write_text("half")
+    (tmp_path / "out" / ".store.csv.tmp-999999").write_text("another file's")
+    assert sorted(remove_leftovers_of(target)) == sorted(leftovers)
+    assert (target / "a.txt").is_file() and (tmp_path / "out" / ".store.csv.tmp-999999").is_file()
 
 
 @pytest.fixture

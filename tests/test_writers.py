@@ -202,7 +202,7 @@ def _defaults():
 
 def test_a_store_builder_removes_a_killed_builders_temporary(tmp_path, clips):
     cache = tmp_path / "cache"
-    leftover = cache / f"curated-{store_key(clips)}.tmp-999999"
+    leftover = cache / f".curated-{store_key(clips)}.tmp-999999"
     leftover.mkdir(parents=True)
     (leftover / "spectrograms.f32").write_bytes(b"\0" * 64)
     get_store("curated", clips, cache, progress=False)

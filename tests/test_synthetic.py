@@ -17,8 +17,8 @@ import soundfile as sf
 
 import make_synthetic
 from src.config import AUDIO, FAT2019_CLASSES, Vocabulary
-from src.data import synthetic
-from src.data.synthetic import generate_dataset
+from src.data import synthetic_clips, synthetic_dataset
+from src.data.synthetic_dataset import generate_dataset
 
 SR = AUDIO.sampling_rate
 AUDIO_DIRS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
@@ -49,7 +49,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def staging_dirs(out_dir: Path) -> list[Path]:
-    return list(out_dir.parent.glob(f"{out_dir.name}.tmp-*"))
+    return list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +159,14 @@ def test_noisy_wrong_share_is_exact_and_wrong_labels_share_nothing_with_the_trut
 
 @pytest.mark.parametrize("share, expected", [(0.0, 0), (0.25, 6), (1.0, 24)])
 def test_the_corrupted_count_follows_the_share(share, expected):
-    spec = synthetic.SyntheticSpec(
+    spec = synthetic_clips.SyntheticSpec(
         classes=FAT2019_CLASSES[:12],
         curated_per_class=1,
         noisy_per_class=2,
         n_test=0,
         noisy_wrong_share=share,
     )
-    plans = [p for p in synthetic.plan_clips(spec) if p.set_name == "noisy"]
+    plans = [p for p in synthetic_clips.plan_clips(spec) if p.set_name == "noisy"]
     assert sum(p.corrupted for p in plans) == expected
 
 
@@ -184,8 +184,8 @@ def test_clips_carry_one_to_three_labels_and_every_class_leads_enough_curated_cl
 
 
 def test_clip_i_is_built_around_class_i_mod_n():
-    spec = synthetic.SyntheticSpec(curated_per_class=2, noisy_per_class=0, n_test=3)
-    for plan in synthetic.plan_clips(spec):
+    spec = synthetic_clips.SyntheticSpec(curated_per_class=2, noisy_per_class=0, n_test=3)
+    for plan in synthetic_clips.plan_clips(spec):
         assert plan.index % 80 in plan.true_labels
 
 
@@ -221,15 +221,15 @@ def test_noisy_clips_have_a_much_higher_noise_floor(tiny, truth):
 
 
 def test_durations_are_mostly_short_with_a_long_tail():
-    spec = synthetic.SyntheticSpec()
-    seconds = np.array([p.n_samples for p in synthetic.plan_clips(spec)]) / SR
+    spec = synthetic_clips.SyntheticSpec()
+    seconds = np.array([p.n_samples for p in synthetic_clips.plan_clips(spec)]) / SR
     assert seconds.min() >= 0.3 and seconds.max() <= 30.0
     assert np.median(seconds) < 1.5 and (seconds > 10).sum() >= 3
     assert seconds.sum() < 25 * 60  # the default dataset stays small
 
 
 def test_every_class_signature_is_distinct():
-    signatures = [synthetic.class_signature(i, 80) for i in range(80)]
+    signatures = [synthetic_clips.class_signature(i, 80) for i in range(80)]
     assert len(set(signatures)) == 80
     base = np.array([s.base_hz for s in signatures])
     assert base[0] == pytest.approx(100.0) and base[-1] == pytest.approx(16000.0)
@@ -298,7 +298,7 @@ def test_same_arguments_give_byte_identical_files_whatever_the_workers(tmp_path)
 
 
 def test_the_api_and_the_cli_share_the_spec_defaults():
-    spec = synthetic.SyntheticSpec()
+    spec = synthetic_clips.SyntheticSpec()
     api = inspect.signature(generate_dataset).parameters
     cli = make_synthetic.build_parser().parse_args([])
     for name in (
@@ -402,7 +402,7 @@ def test_a_failed_generation_leaves_nothing_that_looks_complete(tmp_path, monkey
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_write_tables", fail)
+    monkeypatch.setattr(synthetic_dataset, "_write_tables", fail)
     out_dir = tmp_path / "data"
     with pytest.raises(RuntimeError, match="disk full"):
         generate_dataset(out_dir, **SMALL)
@@ -420,10 +420,10 @@ def test_an_interrupted_install_is_recognised_and_regenerated(tmp_path, monkeypa
             raise KeyboardInterrupt
         real_replace(source, target)
 
-    monkeypatch.setattr(synthetic.os, "replace", replace_then_die)
+    monkeypatch.setattr(synthetic_dataset.os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(out_dir, **SMALL)
-    monkeypatch.setattr(synthetic.os, "replace", real_replace)
+    monkeypatch.setattr(synthetic_dataset.os, "replace", real_replace)
     manifest = json.loads((out_dir / "synthetic.json").read_text())
     assert manifest["complete"] is False
     assert staging_dirs(out_dir) == []

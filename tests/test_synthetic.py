@@ -398,6 +398,17 @@ def test_rerun_keeps_an_identical_dataset_and_replaces_another_only_when_asked(t
     assert staging_dirs(out_dir) == []
 
 
+def test_the_current_folder_can_be_the_output(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    summary = generate_dataset(".", **SMALL)
+    assert summary.generated and summary.out_dir == tmp_path / "data"
+    assert tree_bytes(tmp_path / "data") == tree_bytes(
+        generate_dataset(tmp_path / "b", **SMALL).out_dir
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "data"]  # no staging left
+
+
 def test_a_failed_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")

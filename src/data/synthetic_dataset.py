@@ -327,7 +327,8 @@ def generate_dataset(
         classes=tuple(classes),
     )
     require_int("workers", workers, minimum=1)
-    out_dir = Path(out_dir)
+    # Absolute, so that `.` or `..` has a name to stage beside it under.
+    out_dir = Path(os.path.abspath(out_dir))
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a directory")
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,32 +37,7 @@ from src.utils import (
     tmp_name,
     writer_lock,
 )
-from tests.helpers import REPO_ROOT, micro_config, tone, write_wav
-
-HOLD = """
-import sys, time
-from src.utils import writer_lock
-with writer_lock(sys.argv[1], "test"):
-    print("held", flush=True)
-    time.sleep(120)
-"""
-
-
-@contextmanager
-def held_by_another_process(lock_path: Path):
-    """A second process holding the lock of `lock_path`; yields its pid."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(lock_path)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "held"
-        yield child.pid
-    finally:
-        child.kill()
-        child.wait()
+from tests.helpers import held_by_another_process, micro_config, tone, write_wav
 
 
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):

@@ -1,4 +1,5 @@
-"""The synthetic dataset: Kaggle layout, labels, noise share, determinism, separability, re-runs."""
+"""The synthetic dataset: Kaggle layout, labels, noise share, determinism, separability, re-runs,
+one generator per folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 import os
 import re
+import threading
 from pathlib import Path
 
 import librosa
@@ -19,6 +21,8 @@ import make_synthetic
 from src.config import AUDIO, FAT2019_CLASSES, Vocabulary
 from src.data import synthetic_clips, synthetic_dataset
 from src.data.synthetic_dataset import generate_dataset
+from src.utils import LOCK_FILE
+from tests.helpers import held_by_another_process
 
 SR = AUDIO.sampling_rate
 AUDIO_DIRS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
@@ -442,6 +446,28 @@ def test_an_interrupted_install_is_recognised_and_regenerated(tmp_path, monkeypa
     summary = generate_dataset(out_dir, **SMALL)
     assert summary.generated
     assert tree_bytes(out_dir) == tree_bytes(generate_dataset(tmp_path / "fresh", **SMALL).out_dir)
+
+
+# --------------------------------------------------------------------------------------
+# One generator per folder
+# --------------------------------------------------------------------------------------
+
+
+def test_a_generator_waits_while_another_process_writes_the_folder(tmp_path):
+    out_dir = tmp_path / "data"
+    done = {}
+    thread = threading.Thread(
+        target=lambda: done.update(summary=generate_dataset(out_dir, **SMALL))
+    )
+    with held_by_another_process(out_dir / LOCK_FILE):
+        thread.start()
+        thread.join(2.0)
+        assert thread.is_alive(), "generated without waiting for the folder's writer"
+        assert staging_dirs(out_dir) == [] and not (out_dir / "synthetic.json").exists()
+    thread.join(60)
+    assert done["summary"].generated
+    assert json.loads((out_dir / "synthetic.json").read_text())["complete"]
+    assert not (out_dir / LOCK_FILE).exists()
 
 
 # --------------------------------------------------------------------------------------

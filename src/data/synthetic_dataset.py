@@ -15,7 +15,9 @@ did not write, and refuses a folder that holds a dataset of unknown origin. Othe
 
 Clips are rendered in a staging folder beside `out_dir` (`src.utils.staged_folder`), by one
 process or a pool of `workers`, and moved into place once all of them exist: the same
-arguments give byte-identical files whatever the number of workers.
+arguments give byte-identical files whatever the number of workers. One generator writes a
+folder at a time (`src.utils.writer_lock` on `out_dir/.lock`; a second one waits, then finds
+the first's dataset).
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ from src.data.synthetic_clips import (
     render_clip,
     require_int,
 )
-from src.utils import interrupts_left_to_main, staged_folder, write_json_atomic
+from src.utils import (
+    LOCK_FILE,
+    interrupts_left_to_main,
+    staged_folder,
+    write_json_atomic,
+    writer_lock,
+)
 
 AUDIO_DIRS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
 LABEL_CSVS = {"curated": "train_curated.csv", "noisy": "train_noisy.csv"}
@@ -314,7 +322,8 @@ def generate_dataset(
     (`generated=False`); one made with other arguments is replaced only with `overwrite=True`;
     one whose installation was interrupted is replaced; files this module did not write are
     never touched (a dataset of unknown origin is refused). Other content of `out_dir`
-    (experiments/, cache/, ...) is left alone.
+    (experiments/, cache/, ...) is left alone. One generator writes a folder at a time
+    (`out_dir/.lock`): a second one waits for it.
     """
     spec = SyntheticSpec(
         curated_per_class=curated_per_class,
@@ -332,6 +341,16 @@ def generate_dataset(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a directory")
 
+    # One generator per folder: a second one waits, then finds the first's dataset (kept when
+    # its arguments are the same).
+    with writer_lock(out_dir / LOCK_FILE, f"the synthetic dataset in {out_dir}", wait=True):
+        return _generate(out_dir, spec, workers, progress, overwrite)
+
+
+def _generate(
+    out_dir: Path, spec: SyntheticSpec, workers: int, progress: bool, overwrite: bool
+) -> SyntheticSummary:
+    """generate_dataset's work, under the folder's lock."""
     old = read_manifest(out_dir)
     old_files: list[str] = []
     if old is None:

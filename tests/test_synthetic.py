@@ -470,6 +470,35 @@ def test_a_generator_waits_while_another_process_writes_the_folder(tmp_path):
     assert not (out_dir / LOCK_FILE).exists()
 
 
+def test_the_manifest_is_written_under_a_temporary_name_of_this_process(tmp_path, monkeypatch):
+    renames, real_replace = [], os.replace
+
+    def replace(source, target):
+        renames.append((Path(source).name, Path(target).name))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    generate_dataset(tmp_path / "data", **SMALL)
+    temporaries = [source for source, target in renames if target == "synthetic.json"]
+    assert temporaries == [f".synthetic.json.tmp-{os.getpid()}"] * 2  # incomplete, complete
+
+
+def test_a_killed_generators_leftovers_are_removed_by_the_next_one(tmp_path):
+    out_dir = tmp_path / "data"
+    staging = tmp_path / ".data.tmp-999999"  # what a generator killed mid-run leaves
+    (staging / "train_curated").mkdir(parents=True)
+    (staging / "train_curated" / "0a1b2c3d.wav").write_bytes(b"half a clip")
+    out_dir.mkdir()
+    manifest = out_dir / ".synthetic.json.tmp-999999"
+    manifest.write_text('{"generator": ')
+    others = [out_dir / ".train_folds.csv.tmp-999999", tmp_path / ".data.csv.tmp-999999"]
+    for path in others:  # other writers' temporaries: not the generator's to remove
+        path.write_text("someone else's")
+    generate_dataset(out_dir, **SMALL)
+    assert not staging.exists() and not manifest.exists()
+    assert all(path.read_text() == "someone else's" for path in others)
+
+
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------

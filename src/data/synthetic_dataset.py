@@ -17,7 +17,8 @@ Clips are rendered in a staging folder beside `out_dir` (`src.utils.staged_folde
 process or a pool of `workers`, and moved into place once all of them exist: the same
 arguments give byte-identical files whatever the number of workers. One generator writes a
 folder at a time (`src.utils.writer_lock` on `out_dir/.lock`; a second one waits, then finds
-the first's dataset).
+the first's dataset), and it first removes what killed generators left (their staging folders
+and half-written manifests).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from src.data.synthetic_clips import (
 from src.utils import (
     LOCK_FILE,
     interrupts_left_to_main,
+    remove_leftovers_of,
     staged_folder,
     write_json_atomic,
     writer_lock,
@@ -342,8 +344,10 @@ def generate_dataset(
         raise ValueError(f"{out_dir} exists and is not a directory")
 
     # One generator per folder: a second one waits, then finds the first's dataset (kept when
-    # its arguments are the same).
+    # its arguments are the same). Holding the lock, it removes what killed generators left.
     with writer_lock(out_dir / LOCK_FILE, f"the synthetic dataset in {out_dir}", wait=True):
+        remove_leftovers_of(out_dir)  # their staged folders
+        remove_leftovers_of(out_dir / MANIFEST)  # their manifests written halfway
         return _generate(out_dir, spec, workers, progress, overwrite)
 
 

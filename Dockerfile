@@ -10,6 +10,10 @@ ENV LANG=C.UTF-8 \
 
 # Python 3.11 from the deadsnakes PPA (Ubuntu 22.04 ships 3.10); ffmpeg lets librosa decode
 # formats libsndfile cannot; python3.11-tk gives matplotlib a window for the live demo.
+# DL3008 (apt versions unpinned) does not apply: the PPA and Ubuntu's security updates replace
+# their packages, and a pinned version that leaves the archive breaks every later build; the
+# base image is pinned, and the Python packages are pinned in requirements.txt.
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common \
     && add-apt-repository -y ppa:deadsnakes/ppa \
     && apt-get update && apt-get install -y --no-install-recommends \
@@ -22,7 +26,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 # The CUDA build of the same torch as requirements.txt; pip then finds the pin satisfied.
 ARG TORCH_CUDA=cu128
-RUN pip install --upgrade pip \
+RUN pip install pip==26.3 \
     && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/${TORCH_CUDA}
 
 COPY requirements.txt /tmp/requirements.txt

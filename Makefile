@@ -74,9 +74,14 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -m slow
 
+# ruff on the Python, hadolint on the Dockerfile, shellcheck on the shell scripts.
+SHELL_SCRIPTS := ensemble_pipeline.sh $(wildcard bench/*.sh) .ci/run
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
 
 format: venv
 	$(BIN)/ruff format .

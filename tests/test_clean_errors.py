@@ -219,7 +219,7 @@ def test_ctrl_c_is_one_line_status_130_and_leaves_nothing(tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        while not any(tmp_path.glob("synthetic.tmp-*/train_curated/*.wav")):
+        while not any(tmp_path.glob(".synthetic.tmp-*/train_curated/*.wav")):
             assert process.poll() is None and time.monotonic() < deadline, "never started"
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGINT)

@@ -211,7 +211,7 @@ def test_cli_from_zip_refuses_overwrite_without_force(original, tmp_path, capsys
 def ensemble_data(original, tmp_path_factory) -> Path:
     """A data directory with a few synthetic test clips of the 80 classes and the fixture
     experiments imported with five folds (fold 0 copied: the released zip has five)."""
-    from src.data.synthetic import generate_dataset
+    from src.data.synthetic_dataset import generate_dataset
 
     base = tmp_path_factory.mktemp("ensemble")
     source = base / "released" / "experiments"

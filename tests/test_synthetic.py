@@ -1,4 +1,5 @@
-"""The synthetic dataset: Kaggle layout, labels, noise share, determinism, separability, re-runs."""
+"""The synthetic dataset: Kaggle layout, labels, noise share, determinism, separability, re-runs,
+one generator per folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 import os
 import re
+import threading
 from pathlib import Path
 
 import librosa
@@ -17,8 +19,10 @@ import soundfile as sf
 
 import make_synthetic
 from src.config import AUDIO, FAT2019_CLASSES, Vocabulary
-from src.data import synthetic
-from src.data.synthetic import generate_dataset
+from src.data import synthetic_clips, synthetic_dataset
+from src.data.synthetic_dataset import generate_dataset
+from src.utils import LOCK_FILE
+from tests.helpers import held_by_another_process
 
 SR = AUDIO.sampling_rate
 AUDIO_DIRS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
@@ -49,7 +53,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def staging_dirs(out_dir: Path) -> list[Path]:
-    return list(out_dir.parent.glob(f"{out_dir.name}.tmp-*"))
+    return list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +163,14 @@ def test_noisy_wrong_share_is_exact_and_wrong_labels_share_nothing_with_the_trut
 
 @pytest.mark.parametrize("share, expected", [(0.0, 0), (0.25, 6), (1.0, 24)])
 def test_the_corrupted_count_follows_the_share(share, expected):
-    spec = synthetic.SyntheticSpec(
+    spec = synthetic_clips.SyntheticSpec(
         classes=FAT2019_CLASSES[:12],
         curated_per_class=1,
         noisy_per_class=2,
         n_test=0,
         noisy_wrong_share=share,
     )
-    plans = [p for p in synthetic.plan_clips(spec) if p.set_name == "noisy"]
+    plans = [p for p in synthetic_clips.plan_clips(spec) if p.set_name == "noisy"]
     assert sum(p.corrupted for p in plans) == expected
 
 
@@ -184,8 +188,8 @@ def test_clips_carry_one_to_three_labels_and_every_class_leads_enough_curated_cl
 
 
 def test_clip_i_is_built_around_class_i_mod_n():
-    spec = synthetic.SyntheticSpec(curated_per_class=2, noisy_per_class=0, n_test=3)
-    for plan in synthetic.plan_clips(spec):
+    spec = synthetic_clips.SyntheticSpec(curated_per_class=2, noisy_per_class=0, n_test=3)
+    for plan in synthetic_clips.plan_clips(spec):
         assert plan.index % 80 in plan.true_labels
 
 
@@ -221,15 +225,15 @@ def test_noisy_clips_have_a_much_higher_noise_floor(tiny, truth):
 
 
 def test_durations_are_mostly_short_with_a_long_tail():
-    spec = synthetic.SyntheticSpec()
-    seconds = np.array([p.n_samples for p in synthetic.plan_clips(spec)]) / SR
+    spec = synthetic_clips.SyntheticSpec()
+    seconds = np.array([p.n_samples for p in synthetic_clips.plan_clips(spec)]) / SR
     assert seconds.min() >= 0.3 and seconds.max() <= 30.0
     assert np.median(seconds) < 1.5 and (seconds > 10).sum() >= 3
     assert seconds.sum() < 25 * 60  # the default dataset stays small
 
 
 def test_every_class_signature_is_distinct():
-    signatures = [synthetic.class_signature(i, 80) for i in range(80)]
+    signatures = [synthetic_clips.class_signature(i, 80) for i in range(80)]
     assert len(set(signatures)) == 80
     base = np.array([s.base_hz for s in signatures])
     assert base[0] == pytest.approx(100.0) and base[-1] == pytest.approx(16000.0)
@@ -298,7 +302,7 @@ def test_same_arguments_give_byte_identical_files_whatever_the_workers(tmp_path)
 
 
 def test_the_api_and_the_cli_share_the_spec_defaults():
-    spec = synthetic.SyntheticSpec()
+    spec = synthetic_clips.SyntheticSpec()
     api = inspect.signature(generate_dataset).parameters
     cli = make_synthetic.build_parser().parse_args([])
     for name in (
@@ -398,11 +402,22 @@ def test_rerun_keeps_an_identical_dataset_and_replaces_another_only_when_asked(t
     assert staging_dirs(out_dir) == []
 
 
+def test_the_current_folder_can_be_the_output(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    summary = generate_dataset(".", **SMALL)
+    assert summary.generated and summary.out_dir == tmp_path / "data"
+    assert tree_bytes(tmp_path / "data") == tree_bytes(
+        generate_dataset(tmp_path / "b", **SMALL).out_dir
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "data"]  # no staging left
+
+
 def test_a_failed_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_write_tables", fail)
+    monkeypatch.setattr(synthetic_dataset, "_write_tables", fail)
     out_dir = tmp_path / "data"
     with pytest.raises(RuntimeError, match="disk full"):
         generate_dataset(out_dir, **SMALL)
@@ -420,10 +435,10 @@ def test_an_interrupted_install_is_recognised_and_regenerated(tmp_path, monkeypa
             raise KeyboardInterrupt
         real_replace(source, target)
 
-    monkeypatch.setattr(synthetic.os, "replace", replace_then_die)
+    monkeypatch.setattr(synthetic_dataset.os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(out_dir, **SMALL)
-    monkeypatch.setattr(synthetic.os, "replace", real_replace)
+    monkeypatch.setattr(synthetic_dataset.os, "replace", real_replace)
     manifest = json.loads((out_dir / "synthetic.json").read_text())
     assert manifest["complete"] is False
     assert staging_dirs(out_dir) == []
@@ -431,6 +446,57 @@ def test_an_interrupted_install_is_recognised_and_regenerated(tmp_path, monkeypa
     summary = generate_dataset(out_dir, **SMALL)
     assert summary.generated
     assert tree_bytes(out_dir) == tree_bytes(generate_dataset(tmp_path / "fresh", **SMALL).out_dir)
+
+
+# --------------------------------------------------------------------------------------
+# One generator per folder
+# --------------------------------------------------------------------------------------
+
+
+def test_a_generator_waits_while_another_process_writes_the_folder(tmp_path):
+    out_dir = tmp_path / "data"
+    done = {}
+    thread = threading.Thread(
+        target=lambda: done.update(summary=generate_dataset(out_dir, **SMALL))
+    )
+    with held_by_another_process(out_dir / LOCK_FILE):
+        thread.start()
+        thread.join(2.0)
+        assert thread.is_alive(), "generated without waiting for the folder's writer"
+        assert staging_dirs(out_dir) == [] and not (out_dir / "synthetic.json").exists()
+    thread.join(60)
+    assert done["summary"].generated
+    assert json.loads((out_dir / "synthetic.json").read_text())["complete"]
+    assert not (out_dir / LOCK_FILE).exists()
+
+
+def test_the_manifest_is_written_under_a_temporary_name_of_this_process(tmp_path, monkeypatch):
+    renames, real_replace = [], os.replace
+
+    def replace(source, target):
+        renames.append((Path(source).name, Path(target).name))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    generate_dataset(tmp_path / "data", **SMALL)
+    temporaries = [source for source, target in renames if target == "synthetic.json"]
+    assert temporaries == [f".synthetic.json.tmp-{os.getpid()}"] * 2  # incomplete, complete
+
+
+def test_a_killed_generators_leftovers_are_removed_by_the_next_one(tmp_path):
+    out_dir = tmp_path / "data"
+    staging = tmp_path / ".data.tmp-999999"  # what a generator killed mid-run leaves
+    (staging / "train_curated").mkdir(parents=True)
+    (staging / "train_curated" / "0a1b2c3d.wav").write_bytes(b"half a clip")
+    out_dir.mkdir()
+    manifest = out_dir / ".synthetic.json.tmp-999999"
+    manifest.write_text('{"generator": ')
+    others = [out_dir / ".train_folds.csv.tmp-999999", tmp_path / ".data.csv.tmp-999999"]
+    for path in others:  # other writers' temporaries: not the generator's to remove
+        path.write_text("someone else's")
+    generate_dataset(out_dir, **SMALL)
+    assert not staging.exists() and not manifest.exists()
+    assert all(path.read_text() == "someone else's" for path in others)
 
 
 # --------------------------------------------------------------------------------------

@@ -6,10 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,33 +24,16 @@ from src.training.callbacks.checkpoints import save_model_atomic
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.loop import run_fold
 from src.training.parts import FoldParts, RunOptions, Schedule
-from src.utils import LOCK_FILE, LockedError, remove_leftovers, tmp_name, writer_lock
-from tests.helpers import REPO_ROOT, micro_config, tone, write_wav
-
-HOLD = """
-import sys, time
-from src.utils import writer_lock
-with writer_lock(sys.argv[1], "test"):
-    print("held", flush=True)
-    time.sleep(120)
-"""
-
-
-@contextmanager
-def held_by_another_process(lock_path: Path):
-    """A second process holding the lock of `lock_path`; yields its pid."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(lock_path)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().strip() == "held"
-        yield child.pid
-    finally:
-        child.kill()
-        child.wait()
+from src.utils import (
+    LOCK_FILE,
+    LockedError,
+    remove_leftovers,
+    remove_leftovers_of,
+    staged_folder,
+    tmp_name,
+    writer_lock,
+)
+from tests.helpers import held_by_another_process, micro_config, tone, write_wav
 
 
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
@@ -137,6 +118,25 @@ def test_leftovers_are_removed_recursively_and_nothing_else(tmp_path):
     assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
 
 
+def test_a_staged_folder_is_a_temporary_name_that_never_outlives_its_block(tmp_path):
+    target = tmp_path / "out" / "store"
+    with staged_folder(target) as staging:
+        assert staging == tmp_name(target) and staging.is_dir() and not any(staging.iterdir())
+        (staging / "a.txt").write_text("built")
+        staging.rename(target)
+    assert (target / "a.txt").read_text() == "built" and not staging.exists()
+    with pytest.raises(KeyboardInterrupt), staged_folder(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.parent.iterdir()) == ["store"]
+    leftovers = [target.with_name(".store.tmp-999999"), target.with_name(".store.tmp")]
+    leftovers[0].mkdir()  # a killed writer's staged folder, and a temporary file
+    leftovers[1].write_text("half")
+    (tmp_path / "out" / ".store.csv.tmp-999999").write_text("another file's")
+    assert sorted(remove_leftovers_of(target)) == sorted(leftovers)
+    assert (target / "a.txt").is_file() and (tmp_path / "out" / ".store.csv.tmp-999999").is_file()
+
+
 @pytest.fixture
 def clips(tmp_path):
     return [write_wav(tmp_path / "audio" / f"clip{i}.wav", tone(0.5, 300 + i)) for i in range(3)]
@@ -171,7 +171,7 @@ def _defaults():
 
 def test_a_store_builder_removes_a_killed_builders_temporary(tmp_path, clips):
     cache = tmp_path / "cache"
-    leftover = cache / f"curated-{store_key(clips)}.tmp-999999"
+    leftover = cache / f".curated-{store_key(clips)}.tmp-999999"
     leftover.mkdir(parents=True)
     (leftover / "spectrograms.f32").write_bytes(b"\0" * 64)
     get_store("curated", clips, cache, progress=False)

@@ -40,7 +40,7 @@ import soundfile
 
 from src.config import ConfigError
 from src.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode, file_failure
-from src.utils import tmp_name
+from src.utils import staged_folder
 
 PATH_COLUMNS = ("path", "fname", "file")
 LABEL_COLUMNS = ("labels", "label")
@@ -391,11 +391,7 @@ def make_dataset(
             if other != split:
                 report.cross_split.append(f"{clip.path} ({other} and {split})")
 
-    tmp = tmp_name(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
         used: set[str] = set()
         sources, counts = [], {}
         for split, clips in splits.items():
@@ -441,9 +437,5 @@ def make_dataset(
             tmp.rename(out)
             shutil.rmtree(old)
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
             tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return MadeDataset(out, classes, count_table, record["clips"], report)

@@ -14,8 +14,8 @@ Layout of a store:
     manifest.json      the settings that made it, counts, and which backend computed it
     failures.csv       files that could not be decoded, with the reason (only if any)
 
-A store is written under a temporary name and renamed when complete, so an interrupted
-extraction never leaves a folder that looks finished.
+A store is built in a staged folder beside it (`src.utils.staged_folder`) and renamed when
+complete, so an interrupted extraction never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -46,7 +45,7 @@ from src.data.audio import (
     read_audio,
 )
 from src.data.labels import listed_audio_files
-from src.utils import interrupts_left_to_main, remove_leftovers, writer_lock
+from src.utils import interrupts_left_to_main, remove_leftovers_of, staged_folder, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +228,10 @@ def _write_store(
     config: AudioConfig,
     progress: bool,
 ) -> None:
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     index_rows, failures = [], []
     offset = 0
     started = time.time()
-    try:
+    with staged_folder(target) as tmp:
         with (tmp / DATA_FILE).open("wb") as data:
             results = _results(files, extraction, config)
             bar = tqdm(
@@ -278,13 +274,10 @@ def _write_store(
         try:
             tmp.rename(target)
         except OSError:
+            # Unless another process finished the same store first (where locks do not work):
+            # theirs is identical, and this one's staged folder goes with the block.
             if not (target / MANIFEST_FILE).is_file():
                 raise
-            # Another process finished the same store first: theirs is identical.
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if failures:
         shown = "\n".join(f"  {name}: {reason}" for name, reason in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
@@ -327,12 +320,12 @@ def get_store(
         lock = target.with_name(f".{target.name}.lock")
         with writer_lock(lock, f"the {set_name} store {target}", wait=True):
             if not (target / MANIFEST_FILE).is_file():
-                remove_leftovers(target.parent, prefix=f"{target.name}.")  # killed builders'
+                remove_leftovers_of(target)  # killed builders' staged folders
                 extraction = extraction or Extraction(workers=default_extraction_workers())
                 others = sorted(
                     p.name
                     for p in target.parent.glob(f"{set_name}-*")
-                    if ".tmp-" not in p.name and (p / MANIFEST_FILE).is_file()
+                    if (p / MANIFEST_FILE).is_file()
                 )
                 why = (
                     "files (names, sizes, mtimes) or audio settings differ from those of "

@@ -46,7 +46,7 @@ from src.runs import (
     read_checkpoint,
     write_checkpoint,
 )
-from src.utils import remove_leftovers, write_json_atomic, writer_lock
+from src.utils import remove_leftovers, staged_folder, tmp_name, write_json_atomic, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +367,7 @@ def _import_experiment(
     experiments_dir.mkdir(parents=True, exist_ok=True)
     # Staged beside experiments/ (same file system, so the rename is atomic), never inside it:
     # a killed import must not leave a folder there that looks like an experiment.
-    staging = experiments_dir.parent / f".import-{experiment}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged_folder(experiments_dir.parent / f"import-{experiment}") as staging:
         for fold, item in folds.items():
             fold_dir = staging / f"fold_{fold}"
             fold_dir.mkdir(parents=True)
@@ -399,14 +397,12 @@ def _import_experiment(
         }
         write_json_atomic(record, staging / PARAMS_FILE)
         if target.exists():
-            trash = experiments_dir.parent / f".replaced-{experiment}.tmp-{os.getpid()}"
+            trash = tmp_name(experiments_dir.parent / f"replaced-{experiment}")
             os.replace(target, trash)
             os.replace(staging, target)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     result.folds = sorted(folds)
     result.architecture = first.network
     result.parameters = first.parameters

@@ -18,6 +18,8 @@ configurations of the original commits: its cache bugs are documented in docs/or
 from __future__ import annotations
 
 import copy
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,11 +349,22 @@ def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None
         )
 
 
+def unknown_experiment(name: str, trained: Sequence[str] = ()) -> ConfigError:
+    """The error for a name that is neither registered nor trained: the closest names first
+    ("did you mean"), then every registered and trained one."""
+    candidates = list(dict.fromkeys([*EXPERIMENTS, *trained]))
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    known = f"registered: {', '.join(EXPERIMENTS)}"
+    if trained:
+        known += f"; trained: {', '.join(trained)}"
+    return ConfigError(f"unknown experiment {name!r}{hint} ({known})")
+
+
 def resolve(name: str, scale: str = DEFAULT_SCALE) -> Config:
     """The complete configuration of a registered experiment at `scale` (`SCALES`)."""
     if name not in EXPERIMENTS:
-        known = ", ".join(EXPERIMENTS)
-        raise ConfigError(f"unknown experiment {name!r}; registered: {known}")
+        raise unknown_experiment(name)
     config = apply_scale(EXPERIMENTS[name], scale)
     config["name"] = name
     return config

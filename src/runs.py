@@ -38,7 +38,7 @@ from src.config import (
     Vocabulary,
     vocabulary_source,
 )
-from src.experiments import CNN_BASE
+from src.experiments import CNN_BASE, EXPERIMENTS, unknown_experiment
 from src.utils import LOCK_FILE, tmp_name, write_json_atomic, writer_lock
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,13 @@ def read_experiment(directory: Path) -> TrainedExperiment | None:
     )
 
 
+def experiment_names(experiments_dir: Path) -> list[str]:
+    """The names of the experiment folders (with a params.json) under `experiments_dir`."""
+    if not experiments_dir.is_dir():
+        return []
+    return sorted(d.name for d in experiments_dir.iterdir() if (d / PARAMS_FILE).is_file())
+
+
 def trained_experiments(experiments_dir: Path) -> list[TrainedExperiment]:
     """Every experiment under `experiments_dir` with at least one fold checkpoint."""
     if not experiments_dir.is_dir():
@@ -369,6 +376,8 @@ def find_experiment(
     fold), or an error naming what to run."""
     directory = experiments_dir / name
     experiment = read_experiment(directory)
+    if experiment is None and name not in EXPERIMENTS and not directory.exists():
+        raise unknown_experiment(name, experiment_names(experiments_dir))
     if experiment is None or not experiment.folds:
         kind = experiment.kind if experiment is not None else "cnn"
         raise ConfigError(

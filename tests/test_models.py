@@ -357,3 +357,17 @@ def test_models_scale_with_base_size():
     assert model.merge.conv.out_channels == 32
     assert (model.fc[1].in_features, model.fc[1].out_features) == (32, 24)
     assert (model.aux1.fc[1].in_features, model.aux1.fc[1].out_features) == (64, 24)
+
+
+@pytest.mark.parametrize("name", ["SkipAttention", "AuxSkipAttention", "RnnAuxSkipAttention"])
+def test_embed_is_what_the_main_head_sees(name):
+    """A clip's embedding is the pooled features the main classifier head is applied to."""
+    torch.manual_seed(0)
+    network = MODELS[name](num_classes=5, base_size=4).eval()
+    x = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        embedding = network.embed(x)
+        main = network(x)
+        main = main if isinstance(main, torch.Tensor) else main[0]
+        assert embedding.shape == (2, 4 * 8)
+        torch.testing.assert_close(network.fc(embedding), main)

@@ -72,6 +72,11 @@ class SkipAttention(nn.Module):
         """Summarise the merged map into one vector per clip (B, C)."""
         return global_avg_pool(merged)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the main classifier head sees (B, base_size*last_filters): a
+        clip's embedding."""
         merged, _ = self.features(x)
-        return self.fc(self.pool(merged))
+        return self.pool(merged)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(x))

@@ -41,6 +41,7 @@ from src.data.audio import (
 )
 from src.experiments import tile_steps
 from src.prediction.ensemble import final_blend, load_stacking
+from src.prediction.experiment import fold_blend
 from src.prediction.tiling import Predictor, output_count, tile_layout
 from src.runs import (
     TrainedExperiment,
@@ -50,7 +51,6 @@ from src.runs import (
     fold_checkpoints,
     trained_experiments,
 )
-from src.utils import geometric_mean
 
 # --------------------------------------------------------------------------------------
 # Finding trained models
@@ -195,11 +195,10 @@ class FoldBlend:
         tags = []
         for index in range(len(spectrograms)):
             tiles = [model[index] for model in per_model]  # float32, as predict_folds saves
-            if len(tiles) == 1:
+            if len(tiles) == 1:  # one model: the clip is its tile mean
                 tags.append(Tags(tiles[0].mean(axis=0), tiles[0]))
-            else:  # the fold blend: the geometric mean of the folds' tile means
-                clip = geometric_mean([t.mean(axis=0) for t in tiles])
-                tags.append(Tags(clip, geometric_mean(tiles)))
+            else:  # the fold blend of the folds' tile means, and of each tile
+                tags.append(Tags(fold_blend([t.mean(axis=0) for t in tiles]), fold_blend(tiles)))
         return tags
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from src.config import AUDIO, ConfigError
 from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import checkpoint_classes
-from src.tools.tagging import ModelSource, Tags
+from src.tools.tagging.sources import ModelSource, Tags
 from src.utils import plain_module, tmp_name
 
 OPSET = 17

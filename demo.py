@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def choose_checkpoint(args: argparse.Namespace) -> Path:
     from src.runs import find_experiment
-    from src.tools.tagging import best_experiment
+    from src.tools.tagging.trained import best_experiment
 
     if args.model is not None:
         if not args.model.is_file():
@@ -156,7 +156,7 @@ def open_blocks(args: argparse.Namespace, block_samples: int, wait) -> Iterator[
 def stream(args: argparse.Namespace, interactive: bool) -> int:
     from src.prediction.tiling import Predictor
     from src.tools.live import LiveTagger, format_update
-    from src.tools.tagging import model_classes
+    from src.tools.tagging.trained import model_classes
 
     if args.onnx is not None:
         from src.tools.onnx_export import OnnxPredictor

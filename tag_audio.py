@@ -98,12 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_source(args: argparse.Namespace, device: str):
-    from src.tools.tagging import (
-        best_experiment,
-        checkpoint_source,
-        ensemble_source,
-        experiment_source,
-    )
+    from src.tools.tagging.sources import checkpoint_source, ensemble_source, experiment_source
+    from src.tools.tagging.trained import best_experiment
 
     if args.onnx is not None:
         from src.tools.onnx_export import onnx_source
@@ -120,14 +116,9 @@ def model_source(args: argparse.Namespace, device: str):
 
 def main(argv: list[str] | None = None) -> int:
     from src.prediction.tiling import set_prediction_amp
-    from src.tools.tagging import (
-        RowWriter,
-        collect_audio_files,
-        format_top,
-        probabilities_frame,
-        tag_files,
-        top_classes,
-    )
+    from src.tools.tagging.clips import collect_audio_files
+    from src.tools.tagging.files import tag_files
+    from src.tools.tagging.output import RowWriter, format_top, probabilities_frame, top_classes
 
     args = parse_args(argv)
     set_prediction_amp(args.amp)

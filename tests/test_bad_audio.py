@@ -251,22 +251,23 @@ def test_tag_audio_keeps_going_past_forged_and_truncated_files(tmp_path, capsys)
 
 
 def test_tag_audio_writes_rows_as_it_goes_and_reports_ctrl_c(tmp_path, capsys, monkeypatch):
-    import src.tools.tagging as tagging
+    import src.tools.tagging.clips as clips
+    import src.tools.tagging.files as files
 
     folder = tmp_path / "audio"
     for index in range(5):
         write_wav(folder / f"{index}.wav", tone(0.7, 300 + 100 * index))
     checkpoint = save_cnn_checkpoint(tmp_path / "model-001-0.500000.pth")
     csv, tiles_csv = tmp_path / "tags.csv", tmp_path / "tiles.csv"
-    real_read_clip = tagging.read_clip
+    real_read_clip = clips.read_clip
 
     def interrupted_at_3(path, *args, **kwargs):
         if Path(path).name == "3.wav":
             raise KeyboardInterrupt
         return real_read_clip(path, *args, **kwargs)
 
-    monkeypatch.setattr(tagging, "read_clip", interrupted_at_3)
-    monkeypatch.setattr(tagging, "FILES_PER_CHUNK", 2)
+    monkeypatch.setattr(clips, "read_clip", interrupted_at_3)
+    monkeypatch.setattr(files, "FILES_PER_CHUNK", 2)
     argv = [
         str(folder),
         "--model",
@@ -292,7 +293,10 @@ def test_tag_audio_writes_rows_as_it_goes_and_reports_ctrl_c(tmp_path, capsys, m
 
 def test_streamed_csv_rows_read_back_as_the_whole_table(tmp_path):
     """Rows written one file at a time read back as the frame of all files written at once."""
-    from src.tools.tagging import Clip, RowWriter, TaggedFile, Tags, clips_frame, tiles_frame
+    from src.tools.tagging.clips import Clip
+    from src.tools.tagging.files import TaggedFile
+    from src.tools.tagging.output import RowWriter, clips_frame, tiles_frame
+    from src.tools.tagging.sources import Tags
 
     classes = ("a", "b")
     rng = np.random.default_rng(0)

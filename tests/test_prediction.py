@@ -12,6 +12,7 @@ from src.augment.deltas import stack_deltas
 from src.augment.transforms import get_transforms
 from src.config import ConfigError, get_paths
 from src.models.fcnet import FCNet
+from src.prediction.experiment import fold_blend, fold_blend_frames
 from src.prediction.tables import (
     align_to_sample_submission,
     check_submission,
@@ -79,6 +80,20 @@ def test_geometric_mean_blend_aligns_on_fnames():
     assert first[classes].to_numpy()[0, 0] == 0.2
     with pytest.raises(ConfigError, match="different clips"):
         gmean_frames([first, probs_frame(["z.wav"], np.ones((1, 2)), classes)])
+
+
+def test_fold_blend_is_the_geometric_mean_over_folds_of_aligned_rows():
+    classes = ["a", "b"]
+    fold_0 = probs_frame(["x.wav", "y.wav"], np.array([[0.2, 0.5], [0.9, 0.1]]), classes)
+    fold_1 = probs_frame(["y.wav", "x.wav"], np.array([[0.4, 0.3], [0.8, 0.5]]), classes)
+    blend = fold_blend_frames([fold_0, fold_1])
+    assert blend["fname"].tolist() == ["x.wav", "y.wav"]
+    expected = scipy.stats.gmean([[[0.2, 0.5], [0.9, 0.1]], [[0.8, 0.5], [0.4, 0.3]]], axis=0)
+    np.testing.assert_allclose(blend[classes].to_numpy(), expected)
+    # the same formula on arrays, row by row (one clip's tile means, or its tiles)
+    np.testing.assert_array_equal(
+        fold_blend([np.array([[0.2, 0.5]]), np.array([[0.8, 0.5]])]), blend[classes][:1]
+    )
 
 
 def test_submission_must_match_sample_submission():

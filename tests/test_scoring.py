@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import src.tools.tagging
+import src.tools.tagging.files
 import tag_audio
 from src.config import ConfigError
 from src.tools.scoring import read_truth, score_tags
-from src.tools.tagging import Clip, ModelSource, TaggedFile, Tags
+from src.tools.tagging.clips import Clip
+from src.tools.tagging.files import TaggedFile
+from src.tools.tagging.sources import ModelSource, Tags
 from tests.helpers import tone, write_wav
 
 CLASSES = ("dog", "cat", "bird", "car")
@@ -96,7 +98,7 @@ def test_tag_audio_score_and_plot(tmp_path, monkeypatch, capsys):
 
     source = ModelSource("stand-in model", CLASSES, predictor=None)
     monkeypatch.setattr(tag_audio, "model_source", lambda args, device: source)
-    monkeypatch.setattr(src.tools.tagging, "tag_files", fake_tag_files)
+    monkeypatch.setattr(src.tools.tagging.files, "tag_files", fake_tag_files)
     plots = tmp_path / "plots"
     argv = [str(folder), "--score", str(labels), "--plot", str(plots), "--no-progress"]
     assert tag_audio.main(argv) == 0

@@ -18,7 +18,8 @@ from src.config import AUDIO, ConfigError
 from src.data.audio import make_extractor, read_audio
 from src.prediction.tiling import Predictor, tile_layout
 from src.runs import best_checkpoint
-from src.tools.tagging import best_experiment, collect_audio_files
+from src.tools.tagging.clips import collect_audio_files
+from src.tools.tagging.trained import best_experiment
 from tests.helpers import tone, write_wav
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.labels import load_folds, read_labels_csv
 from src.data.store import test_store
 from src.experiments import tile_steps
-from src.prediction.experiment import predict_set_cached
+from src.prediction.experiment import fold_blend, fold_blend_frames, predict_set_cached
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames, probs_frame
 from src.prediction.tiling import Predictor, check_outputs, load_checkpoint, output_count
 from src.runs import (
@@ -80,9 +80,7 @@ def final_blend(
         into = class_order(classes, experiment.classes, "the first-level predictions", own)
         back = class_order(experiment.classes, classes, own, "the first-level predictions")
         inputs = np.concatenate([f[:, into] for f in first_level], axis=1)
-        outputs = geometric_mean(
-            [predict_mlp(model, inputs) for model in experiment.models.values()]
-        )
+        outputs = fold_blend([predict_mlp(model, inputs) for model in experiment.models.values()])
         second.append(outputs[:, back])
     return geometric_mean([*first_level, *second])
 
@@ -148,7 +146,7 @@ def first_level_test(
                 progress,
             )
         )
-    return gmean_frames(frames)
+    return fold_blend_frames(frames)
 
 
 @dataclass

@@ -24,9 +24,9 @@ from src.data.store import curated_store, test_store
 from src.experiments import tile_steps
 from src.prediction.tables import (
     align_to_sample_submission,
+    aligned_arrays,
     check_submission,
     cv_scores,
-    gmean_frames,
     probs_frame,
     save_cv,
 )
@@ -46,6 +46,7 @@ from src.runs import (
 )
 from src.utils import (
     LOCK_FILE,
+    geometric_mean,
     remove_leftovers,
     save_npy_atomic,
     write_csv_atomic,
@@ -89,6 +90,31 @@ def predict_clips(
     )
     write_csv_atomic(frame, out_dir / PROBS_FILE)
     return frame
+
+
+# --------------------------------------------------------------------------------------
+# The fold blend
+# --------------------------------------------------------------------------------------
+
+
+def fold_blend(per_fold: Sequence[np.ndarray]) -> np.ndarray:
+    """An experiment's predictions from its fold models' predictions of the same rows, each
+    (rows, n_classes) in one row and class order: their geometric mean over folds, element by
+    element (docs/original.md, "Blending").
+
+    With each fold's tile means as rows it gives the experiment's clip predictions (its test
+    table, a first-level input of the final ensemble, the tags of an experiment); with one
+    clip's tiles as rows, the experiment's prediction of each tile; with the outputs of a
+    stacking experiment's fold MLPs, that experiment's prediction.
+    """
+    return geometric_mean(list(per_fold))
+
+
+def fold_blend_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """`fold_blend` of the fold models' tables of tile means (fname + classes), rows in the
+    first table's fname order and columns in its class order (matched by name)."""
+    fnames, arrays = aligned_arrays(frames)
+    return probs_frame(fnames, fold_blend(arrays), frames[0].columns[1:])
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +275,7 @@ def _predict_experiment(
                 progress,
             )
         )
-    blend = gmean_frames(test_frames)
+    blend = fold_blend_frames(test_frames)
     write_csv_atomic(blend, out / PROBS_FILE)
     summary = {"experiment": name, "test_clips": len(blend), "probs": str(out / PROBS_FILE)}
     if paths.kernel:

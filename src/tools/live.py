@@ -34,7 +34,7 @@ import numpy as np
 
 from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import MelExtractor, make_extractor
-from src.tools.tagging import format_top, top_classes
+from src.tools.tagging.output import format_top, top_classes
 
 BLOCK_FRAMES = 64  # frames kept from each 2 s log-mel, as the original demo
 # The extractor of the demo: the pipeline's torch log-mel in float64, which matches the librosa

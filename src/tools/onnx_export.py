@@ -29,7 +29,7 @@ from src.config import AUDIO, ConfigError
 from src.library_internals import plain_module
 from src.prediction.tiling import Predictor, load_checkpoint
 from src.runs import checkpoint_classes
-from src.tools.tagging import ModelSource, Tags
+from src.tools.tagging.sources import ModelSource, Tags
 from src.utils import tmp_name
 
 OPSET = 17

@@ -8,6 +8,9 @@ VENV ?= .venv
 # Where `make smoke` generates the synthetic dataset and writes every output.
 SMOKE_DIR ?= $(CURDIR)/data/synthetic
 DEMO_ARGS ?=
+# `make pictures`: the README's pictures, from the shared real recordings, into PICTURES_DIR.
+EXAMPLES ?= ../shared/data/real-audio/librosa-examples
+PICTURES_DIR ?= docs
 
 ifeq ($(GPUS),none)
 GPUS_OPTION :=
@@ -18,7 +21,7 @@ endif
 BIN := $(VENV)/bin
 
 .PHONY: all build stop run attach logs exec run-demo venv smoke test test-slow lint format demo \
-	gpu-wheels gpu-check-dry
+	pictures gpu-wheels gpu-check-dry
 
 all: stop build run
 
@@ -89,6 +92,13 @@ format: venv
 
 demo: venv
 	$(BIN)/python demo.py $(DEMO_ARGS)
+
+# The README's three pictures (tests/test_show.py runs this recipe and compares the results
+# with the committed ones; the README shows each command).
+pictures: venv
+	$(BIN)/python show.py spectrograms $(EXAMPLES)/456440__inspectorj__bird-whistling-robin-single-13.ogg $(EXAMPLES)/pibble.ogg $(EXAMPLES)/sorohanro_-_solo-trumpet-06.ogg $(EXAMPLES)/198-209-0000.ogg $(EXAMPLES)/glacier-bay-humpback.ogg $(EXAMPLES)/admiralbob77_-_Choice_-_Drum-bass.ogg --labels docs/example-labels.csv --dpi 72 --out $(PICTURES_DIR)/spectrograms.png
+	$(BIN)/python show.py augmentations $(EXAMPLES)/456440__inspectorj__bird-whistling-robin-single-13.ogg --second $(EXAMPLES)/sorohanro_-_solo-trumpet-06.ogg --experiment corr_noisy_007 --dpi 72 --out $(PICTURES_DIR)/augmentations.png
+	$(BIN)/python show.py architecture --experiment auxiliary_016 --dpi 96 --out $(PICTURES_DIR)/architecture.png
 
 # ---------------------------------------------------------------- the GPU check (bench/gpu_check.sh)
 

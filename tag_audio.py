@@ -19,7 +19,9 @@ when at least one file was tagged. --csv writes every class probability per file
 per tile (with the tile's start and end in seconds from the start of the file); rows are written
 as files are tagged, so Ctrl-C (exit status 130) keeps what was tagged so far. --score
 LABELS.csv (fname,labels, matched by file name) prints lwlrap, top-1 accuracy and a per-class
-table; --plot DIR adds DIR/confusion_matrix.png. See docs/demo.md.
+table; --plot DIR adds DIR/confusion_matrix.png and DIR/worst_clips.png (the spectrograms,
+true labels and top classes of the 12 files with the lowest label-ranking precision). See
+docs/demo.md.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="score the tags against fname,labels (e.g. make_dataset.py's test_labels.csv)",
     )
     parser.add_argument(
-        "--plot", type=Path, metavar="DIR", help="with --score: write DIR/confusion_matrix.png"
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="with --score: write DIR/confusion_matrix.png and DIR/worst_clips.png (the "
+        "spectrograms of the 12 files with the lowest label-ranking precision)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument(
@@ -175,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             return fail(error)
         print(format_score(score))
         if args.plot is not None:
+            from src.tools.pictures.worst_clips import plot_worst_clips
+
             plot_confusion(score, args.plot / "confusion_matrix.png")
             print(f"confusion matrix: {args.plot / 'confusion_matrix.png'}")
+            worst = args.plot / "worst_clips.png"
+            probabilities = frame.iloc[:, 1:].to_numpy()
+            plot_worst_clips(score, frame["path"].tolist(), probabilities, source.classes, worst)
+            print(f"worst clips (lowest label-ranking precision): {worst}")
     return 0
 
 

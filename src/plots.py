@@ -16,13 +16,25 @@ import pandas as pd
 from src.utils import tmp_name
 
 
-def _save(figure, path: str | os.PathLike) -> None:
+def _save(figure, path: str | os.PathLike, dpi: int = 100, palette: bool = False) -> None:
+    """Write `figure` to a temporary name and rename it; `palette`: as a PNG of 256 colours
+    (the colour maps have 256, so the picture keeps its look at a third of the bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)  # per process: two runs drawing the same picture never mix their bytes
-    figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
+    kind = path.suffix.lstrip(".") or "png"
+    try:
+        figure.savefig(tmp, format=kind, dpi=dpi, bbox_inches="tight")
+        if palette and kind == "png":
+            from PIL import Image
+
+            with Image.open(tmp) as image:
+                small = image.convert("RGB").quantize(256)
+            small.save(tmp, format="PNG", optimize=True)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        tmp.unlink(missing_ok=True)
 
 
 def plot_training_curves(

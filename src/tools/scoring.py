@@ -4,7 +4,11 @@ Files are matched to the labels CSV (`fname,labels`, as make_dataset.py writes t
 by file name. Reported: lwlrap (the competition metric), top-1 accuracy (the share of files whose
 most probable class is one of their labels) and per class: its files, its lwlrap, and the
 top-1 recall (its files whose top class is it) and precision (files whose top class is it that
-carry it). The confusion matrix counts, for each true label of each file, the top class.
+carry it). The confusion matrix counts, for each true label of each file, the top class. Per
+file: its label-ranking precision (for each of its labels, the share of its labels among the
+classes ranked at or above it, averaged over its labels: 1 when its labels are its top classes;
+lwlrap is their mean weighted by each file's number of labels), which picks the worst clips
+of --plot.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import ConfigError, Vocabulary
-from src.models.metrics import lwlrap, lwlrap_per_class
+from src.models.metrics import lwlrap, lwlrap_per_class, per_clip_lwlrap
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Score:
     n_files: int
     per_class: pd.DataFrame  # class, files, lwlrap, top1_recall, top1_precision
     confusion: pd.DataFrame  # true class x top class, counts
+    per_file: pd.DataFrame  # path, labels, precision (the file's label-ranking precision)
     unmatched: list[str]  # tagged files without labels (not scored)
     untagged: list[str]  # labelled files that were not tagged
 
@@ -82,12 +87,20 @@ def score_tags(
         for true_class in np.nonzero(truth_row)[0]:
             confusion[true_class, predicted_class] += 1
     scored = {names[i] for i in rows}
+    per_file = pd.DataFrame(
+        {
+            "path": [paths[i] for i in rows],
+            "labels": [labels_of[names[i]] for i in rows],
+            "precision": per_clip_lwlrap(target, scores),
+        }
+    )
     return Score(
         lwlrap=lwlrap(target, scores),
         top1=float(hit.mean()),
         n_files=len(rows),
         per_class=per_class,
         confusion=pd.DataFrame(confusion, index=list(classes), columns=list(classes)),
+        per_file=per_file,
         unmatched=[p for p, name in zip(paths, names) if name not in labels_of],
         untagged=[f for f in truth["fname"] if f not in scored],
     )

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.augment.gpu import augment_batch
-from src.augment.mixers import get_mixer
-from src.augment.transforms import get_transforms
+from src.augment.mixers import UseMixerWithProb, get_mixer
+from src.augment.transforms import Compose, get_transforms
 from src.config import Paths, Vocabulary, get_paths, load_vocabulary
 from src.data.corrections import CORRECTIONS_MODES
 from src.data.labels import LabelTables, has_noisy_set, load_label_tables
@@ -97,11 +97,10 @@ def load_first_level_data(
     )
 
 
-def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldParts:
-    """Fresh model, loaders and metrics of one fold: validate on fold `fold`, train on the rest."""
-    config, vocabulary, tables = data.config, data.vocabulary, data.tables
-    crop = int(config["crop_size"])
-    train_transform = get_transforms(True, crop, **config["transforms"])
+def train_augmentations(config: dict) -> tuple[Compose, UseMixerWithProb | None]:
+    """The train transform and the mixer (None: no mixing) of a first-level experiment's
+    configuration, as every fold builds them (show.py augmentations draws with them too)."""
+    train_transform = get_transforms(True, int(config["crop_size"]), **config["transforms"])
     mixer_config = config["mixer"]
     mixer = get_mixer(
         mixer_config["prob"],
@@ -109,6 +108,14 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
         tuple(mixer_config["p"]),
         mixer_config["alpha_dist"],
     )
+    return train_transform, mixer
+
+
+def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldParts:
+    """Fresh model, loaders and metrics of one fold: validate on fold `fold`, train on the rest."""
+    config, vocabulary, tables = data.config, data.vocabulary, data.tables
+    crop = int(config["crop_size"])
+    train_transform, mixer = train_augmentations(config)
     curated = tables.curated
     train_curated = curated[curated["fold"] != fold]
     val_curated = curated[curated["fold"] == fold]

@@ -119,14 +119,17 @@ def test_submission_must_match_sample_submission():
 
 
 def test_missing_checkpoints_name_what_to_run(tmp_path):
-    with pytest.raises(ConfigError, match="run `python train_folds.py --experiment exp` first"):
-        find_experiment(tmp_path, "exp", range(5))
-    (tmp_path / "exp/fold_0").mkdir(parents=True)
-    (tmp_path / "exp/fold_0/model-003-0.500000.pth").write_bytes(b"")
+    # a registered name: an unknown one is refused with the closest names instead (runs.py)
+    with pytest.raises(
+        ConfigError, match="run `python train_folds.py --experiment corr_noisy_007` first"
+    ):
+        find_experiment(tmp_path, "corr_noisy_007", range(5))
+    (tmp_path / "corr_noisy_007/fold_0").mkdir(parents=True)
+    (tmp_path / "corr_noisy_007/fold_0/model-003-0.500000.pth").write_bytes(b"")
     record = {"config": {"kind": "cnn"}, "classes": ["a"]}
-    (tmp_path / "exp/params.json").write_text(json.dumps(record))
+    (tmp_path / "corr_noisy_007/params.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"fold\(s\) 1,2,3,4.*--folds 1,2,3,4"):
-        find_experiment(tmp_path, "exp", range(5))
+        find_experiment(tmp_path, "corr_noisy_007", range(5))
 
 
 @pytest.mark.parametrize(
@@ -150,3 +153,15 @@ def test_random_tile_subsets():
     assert {len(s) for s in strided} == set(range(1, 11))
     untouched = random_tile_subset(tiles, rng, 0.0, 0.0)
     assert np.array_equal(untouched, tiles)
+
+
+def test_an_unknown_experiment_name_lists_the_closest_ones(tmp_path):
+    (tmp_path / "my_run").mkdir()
+    (tmp_path / "my_run/params.json").write_text(json.dumps({"config": {}, "classes": ["a"]}))
+    with pytest.raises(ConfigError) as raised:
+        find_experiment(tmp_path, "corr_noisy_07")
+    message = str(raised.value)
+    assert message.startswith("unknown experiment 'corr_noisy_07'; did you mean corr_noisy_007")
+    assert "trained: my_run" in message and "registered: auxiliary_016" in message
+    with pytest.raises(ConfigError, match="did you mean my_run"):
+        find_experiment(tmp_path, "my_rnu")

@@ -13,7 +13,7 @@ through the user's own commands, not a hand-built loop:
 Prints a table: per trained fold its validation lwlrap (other speakers) and the held-out
 speaker's test lwlrap and top-1 accuracy with that fold's model alone, then the blend of the
 trained folds (what tag_audio.py --experiment uses), and the wall time of each step.
-Target (issue 13): >= 0.9 test lwlrap with one fold in <= 10 minutes on 2 cores, and the
+Target: >= 0.9 test lwlrap with one fold in <= 10 minutes on 2 cores, and the
 blend of five folds above its best single fold.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full-size path on one GPU, checked and measured in one command (issue 15).
+# The full-size path on one GPU, checked and measured in one command.
 #
 #   bench/gpu_check.sh [--out DIR] [--budget SECONDS]   # on the GPU machine, repository root
 #   bench/gpu_check.sh --dry-run [--out DIR]            # the same steps on the CPU, tiny sizes

@@ -32,7 +32,7 @@ from src.experiments import resolve
 from src.models.argus_models import FreesoundModel
 from src.training.datasets import ClipDataset, RawWindowClips
 
-GFLOP_PER_SAMPLE = 49.0  # forward + backward, input 3x128x256 (issue 8)
+GFLOP_PER_SAMPLE = 49.0  # forward + backward, input 3x128x256
 
 
 def make_model(

@@ -1,4 +1,4 @@
-"""Bad audio and long runs of tagging (issue 14, items 3, 7 and 10): non-finite numbers,
+"""Bad audio and long runs of tagging: non-finite numbers,
 decoder failures of any kind, forged headers, truncated files, and tag_audio.py's streaming."""
 
 from __future__ import annotations

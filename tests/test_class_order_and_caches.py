@@ -1,4 +1,4 @@
-"""Class columns (issue 14, items 1 and 8): a model's outputs are named by its own recorded
+"""Class columns: a model's outputs are named by its own recorded
 classes and matched to any other list by name; a class set that differs is one clear error."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14, item 9: failing output folders, Ctrl-C and folders where files are expected end
+"""Failing output folders, Ctrl-C and folders where files are expected end
 in one line naming the path, a non-zero status (130 for Ctrl-C) and nothing half-written."""
 
 from __future__ import annotations

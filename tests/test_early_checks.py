@@ -1,4 +1,4 @@
-"""Issue 14, item 8: inputs that would spoil a run are refused up front, before any spectrogram
+"""Inputs that would spoil a run are refused up front, before any spectrogram
 is extracted or any folder written, with the file and the culprit named."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""import_weights.py on checkpoints in the original solution's exact format (issue 12).
+"""import_weights.py on checkpoints in the original solution's exact format.
 
 The fixtures (small widths, random weights, reference logits of the original classes) live in
 ../shared/data/original-checkpoints/; the tests skip when it is absent and never copy it into

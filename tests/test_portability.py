@@ -1,4 +1,4 @@
-"""Portable checkpoints (issue 12): float32 prediction unless --amp is asked, whatever the
+"""Portable checkpoints: float32 prediction unless --amp is asked, whatever the
 training precision; plain state-dict keys from --compile runs, and old prefixed files load."""
 
 from __future__ import annotations

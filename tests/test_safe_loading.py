@@ -1,4 +1,4 @@
-"""Checkpoints are read as plain data only, whatever torch's default (issue 14, item 6)."""
+"""Checkpoints are read as plain data only, whatever torch's default."""
 
 from __future__ import annotations
 

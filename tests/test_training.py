@@ -163,8 +163,8 @@ def assert_same_run(a, b):
 
 
 def test_the_number_of_loader_workers_does_not_change_the_run(tiny_data, tmp_path):
-    # Loader workers used to consume the global torch generator differently from the main
-    # process (dropout and the model's other draws follow it), so --workers 0 and 2 differed.
+    # Loader workers must not consume the global torch generator differently from the main
+    # process (dropout and the model's other draws follow it): --workers 0 and 2 train alike.
     train_micro(tmp_path / "w0", workers=0, max_epochs=2)
     train_micro(tmp_path / "w2", workers=2, max_epochs=2)
     assert_same_run(tmp_path / "w0", tmp_path / "w2")

@@ -1,5 +1,5 @@
 """One writer per fold, store, prediction folder and import; temporary names unique per process;
-a killed writer's leftovers removed by the next one (issue 14, item 5)."""
+a killed writer's leftovers removed by the next one."""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def load_folds(paths: Paths, folds: Iterable[int] | None = None) -> pd.DataFrame
 
 def check_folds_current(folds: pd.DataFrame, curated_csv: Path, folds_csv: Path) -> None:
     """The folds must list exactly the clips and labels of train_curated.csv: folds made from
-    an older version would validate on the wrong clips or train on old labels."""
+    another version of that CSV would validate on the wrong clips or train on old labels."""
     curated = pd.read_csv(curated_csv, dtype=str, keep_default_na=False)
     if not set(LABEL_COLUMNS) <= set(curated.columns):
         return  # read_labels_csv reports a malformed curated CSV where it is read

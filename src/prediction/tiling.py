@@ -75,7 +75,7 @@ def load_checkpoint(
     (which leaves `weights_only` to torch's default). Only the project's own classes are
     built. CNNs predict in `amp` (default: `prediction_amp()`, float32 unless a script's --amp
     asked otherwise), never in the precision recorded at training. Keys with torch.compile's
-    `_orig_mod.` prefix (written by --compile runs of earlier versions) load as plain keys.
+    `_orig_mod.` prefix (a network saved through its compiled wrapper) load as plain keys.
     """
     state = argus_state(read_checkpoint(path), path)
     model_class = CHECKPOINT_CLASSES.get(state["model_name"])

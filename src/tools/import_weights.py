@@ -1,4 +1,4 @@
-"""Importing the original solution's released checkpoints (issue 12).
+"""Importing the original solution's released checkpoints.
 
 The original published the weights of its final submission as a zip of its `experiments/`
 folder: `experiments/<experiment>/fold_<k>/model-EEE-S.pth`, each an argus 0.x checkpoint

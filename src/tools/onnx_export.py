@@ -1,4 +1,4 @@
-"""A checkpoint's network as ONNX, and predicting with it through ONNX Runtime (issue 12).
+"""A checkpoint's network as ONNX, and predicting with it through ONNX Runtime.
 
 `export_checkpoint` writes the network of a checkpoint (float32, eval mode) with a dynamic
 batch axis. The graph ends with the prediction transform, so it outputs what `model.predict`

@@ -345,15 +345,16 @@ def _folds(row: pd.Series) -> str:
         return ""
     text = f"{int(row['folds_finished'])}/{N_FOLDS}"
     if row["folds_running"]:
-        text += f" +{row['folds_running']} running"
+        text += f", running {row['folds_running']}"
     if row["folds_interrupted"]:
-        text += f" +{row['folds_interrupted']} interrupted"
+        text += f", interrupted {row['folds_interrupted']}"
     return text
 
 
 def shown(journal: pd.DataFrame) -> pd.DataFrame:
     """The journal as the text and markdown tables show it: formatted, SHOWN columns."""
-    journal = journal.fillna({c: "" for c in journal.columns if journal[c].dtype == object})
+    text = [c for c in journal.columns if not pd.api.types.is_numeric_dtype(journal[c])]
+    journal = journal.astype({c: object for c in text}).fillna({c: "" for c in text})
     rows = []
     for _, row in journal.iterrows():
         status = row["status"]

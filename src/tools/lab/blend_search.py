@@ -214,6 +214,7 @@ class Workers:
     def __exit__(self, kind, error, trace) -> None:
         global _TABLES
         _TABLES = None
+        _BUFFERS.clear()  # this process's sums, when it scored the blends itself
         if self.pool is not None:
             if kind is None:
                 self.pool.close()

@@ -1,12 +1,14 @@
 """Blend several experiments: geometric mean of their test predictions -> submission.csv.
 
     python blend_predict.py --experiments corr_noisy_003,corr_noisy_007,corrections_002
+    python blend_predict.py --experiments chosen.json     # a stacking file's inputs
 
 Reads <data>/predictions/<experiment>/probs.csv (the fold blend that predict_folds.py writes:
 tile step crop/4, tile mean, geometric mean over folds), takes their geometric mean with equal
 weights and writes it with the columns and row order of sample_submission.csv to
 <data>/submission.csv, or to --out (the original's blend_predict.py did the same for three
-fixed experiments). The blend kernel runs predict_folds.py for each experiment, then this.
+fixed experiments). A stacking experiment's file (select_ensemble.py --write) stands for its
+first-level inputs. The blend kernel runs predict_folds.py for each experiment, then this.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 
 from src.cli import check_output_file, fail, names_list
 from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
+from src.experiment_files import blend_members
 from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
 from src.runs import PROBS_FILE, read_probs
 from src.utils import write_csv_atomic
@@ -24,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--experiments", required=True, help="comma-separated experiments")
+    parser.add_argument(
+        "--experiments",
+        required=True,
+        help="comma-separated experiments, or a stacking experiment's file (its inputs)",
+    )
     parser.add_argument("--out", default=None, help="default: <data>/submission.csv")
     parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
     args = parser.parse_args(argv)
-    names = names_list(args.experiments)
     try:
+        names = blend_members(names_list(args.experiments))
         if not names:
             raise ConfigError("--experiments names no experiment")
         check_output_file(args.out, "--out")

@@ -1,12 +1,13 @@
 """The final ensemble: 7 first-level experiments + 3 stacking experiments -> submission.csv.
 
-    python stacking_predict.py [--device cuda]
+    python stacking_predict.py [--device cuda] [--stacking NAMES or FILE.json]
 
 First-level test predictions (tile step crop/2, geometric mean over folds), the stacking MLPs
 on their concatenation (geometric mean over folds), and the geometric mean of all ten,
 written to <data>/submission.csv with the columns of sample_submission.csv (docs/original.md,
 "Blending").
-Locally it also prints and saves the out-of-fold lwlrap of every experiment and of the blend
+Locally it also prints and saves the out-of-fold lwlrap of every experiment, of the first-level
+experiments' blend (the number select_ensemble.py gives the same set) and of the whole blend
 (<data>/predictions/ensemble_oof_lwlrap.csv).
 """
 
@@ -16,6 +17,7 @@ import argparse
 
 from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
 from src.config import ConfigError, get_paths, load_vocabulary
+from src.experiment_files import experiment_name
 from src.experiments import STACKING
 from src.prediction.ensemble import ensemble_predict
 from src.prediction.tables import align_to_sample_submission, check_submission
@@ -28,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--stacking", default=",".join(STACKING), help="stacking experiments to blend"
+        "--stacking",
+        default=",".join(STACKING),
+        help="stacking experiments to blend: names, or the experiment files they were trained "
+        "from (select_ensemble.py --write) (default: the three registered ones)",
     )
     parser.add_argument(
         "--no-oof",
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         result = ensemble_predict(
             paths,
             vocabulary,
-            names_list(args.stacking),
+            [experiment_name(spec) for spec in names_list(args.stacking)],
             args.device or default_device(),
             args.batch_size,
             progress=not args.no_progress,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -24,6 +26,7 @@ __all__ = [
     "add_no_progress",
     "add_prediction_arguments",
     "check_output_file",
+    "command_line",
     "default_device",
     "fail",
     "names_list",
@@ -36,6 +39,7 @@ __all__ = [
 
 DEBUG_ENV = "FREESOUND_DEBUG"  # set to 1: errors reaching run_main keep their traceback
 INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # stop a command as Ctrl-C does (status 128 + signal)
 
 _OS_ERROR_HINTS = {
     errno.EACCES: "check its permissions, or write elsewhere (--out, FREESOUND_DATA_DIR)",
@@ -63,16 +67,48 @@ def os_error_message(error: OSError) -> str:
     return f"{text} ({hint})" if hint else text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main process where Ctrl-C raises KeyboardInterrupt, so
+    that the same clean-up runs (workers stopped, temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise `Terminated` in this process, unless they are ignored (nohup).
+    A forked child that inherits the handler ends as the signal's default would end it."""
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(signum)
+
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, handler)
+
+
 def run_main(main: Callable[[], int]) -> NoReturn:
     """Exit with the status of a script's `main`; what escapes it becomes one line on stderr:
-    Ctrl-C "interrupted" (status 130), an OS error its path and reason, a ConfigError its
-    message (status 1). Every script's `__main__` goes through here; the writers are atomic
-    and stores are built under temporary names, so an interrupted run leaves nothing
-    half-written. FREESOUND_DEBUG=1 shows the traceback instead."""
+    Ctrl-C "interrupted" (status 130), SIGTERM or SIGHUP "terminated" (143, 129), an OS error
+    its path and reason, a ConfigError its message (status 1). Every script's `__main__` goes
+    through here; the writers are atomic and stores are built under temporary names, so an
+    interrupted run leaves nothing half-written. FREESOUND_DEBUG=1 shows the traceback
+    instead."""
+    stop_on_signals()
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         sys.exit(main())
     try:
         code = main()
+    except Terminated as stop:
+        print(f"\nterminated ({signal.Signals(stop.signum).name})", file=sys.stderr)
+        code = 128 + stop.signum
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         code = INTERRUPTED
@@ -166,12 +202,26 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+_data_dir_option: str | None = None  # the --data-dir this process was given, if any
+
+
 def use_data_dir(args: argparse.Namespace) -> None:
     """--data-dir, when given, is the data directory of this process and of every process it
     starts (as FREESOUND_DATA_DIR)."""
+    global _data_dir_option
     data_dir = getattr(args, "data_dir", None)
     if data_dir:
-        os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(data_dir))
+        _data_dir_option = os.path.abspath(os.path.expanduser(data_dir))
+        os.environ[DATA_DIR_ENV] = _data_dir_option
+
+
+def command_line(script: str, *arguments: object) -> str:
+    """`python SCRIPT ARGUMENTS` for a message to suggest, quoted for the shell, so that it
+    runs as printed: on the data directory of this process when it came from --data-dir."""
+    words = " ".join(shlex.quote(str(word)) for word in ("python", script, *arguments))
+    if _data_dir_option is None:
+        return words
+    return f"{DATA_DIR_ENV}={shlex.quote(_data_dir_option)} {words}"
 
 
 def resolve_device(device: str | None) -> str:

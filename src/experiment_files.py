@@ -160,3 +160,26 @@ def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] =
         config["base"] = base
         config["overrides"] = all_overrides
     return config
+
+
+def experiment_name(spec: str) -> str:
+    """The name a registered experiment or an experiment file trains under: what its folder
+    in experiments/ is called (stacking_predict.py --stacking takes either)."""
+    if is_experiment_file(spec):
+        return read_experiment_file(Path(spec))[0]
+    return spec
+
+
+def blend_members(specs: Sequence[str]) -> list[str]:
+    """First-level experiment names from names and experiment files (blend_predict.py
+    --experiments, select_ensemble.py --experiments): a stacking experiment's file stands for
+    its first-level inputs (as select_ensemble.py --write makes one), any other file for the
+    experiment it trains. Duplicates are dropped, the first kept."""
+    names: list[str] = []
+    for spec in specs:
+        if not is_experiment_file(spec):
+            names.append(spec)
+            continue
+        config = load_experiment(spec)
+        names.extend(config["inputs"] if config["kind"] == "stacking" else [config["name"]])
+    return list(dict.fromkeys(names))

@@ -96,3 +96,84 @@ def plot_spectrogram(
     if lines:
         figure.text(0.01, -0.02, "\n".join(lines), va="top", fontsize=8, family="monospace")
     _save(figure, png_path)
+
+
+def plot_experiment_scores(
+    names: Sequence[str],
+    cv: Sequence[float],
+    fold_scores: Sequence[Sequence[float]],
+    png_path: str | os.PathLike,
+    title: str,
+) -> None:
+    """One line per experiment, best CV at the top: its out-of-fold CV (a diamond; none when
+    not predicted) and its folds' best validation scores (dots, with their mean +- one
+    standard deviation as a bar)."""
+    order = sorted(
+        range(len(names)),
+        key=lambda i: (-cv[i] if np.isfinite(cv[i]) else np.inf, -_mean(fold_scores[i])),
+    )
+    figure, axis = plt.subplots(figsize=(9, max(3, 0.35 * len(names) + 1.2)), layout="constrained")
+    for row, i in enumerate(order):
+        folds = np.asarray(fold_scores[i], dtype=float)
+        folds = folds[np.isfinite(folds)]
+        if len(folds):
+            axis.scatter(folds, [row] * len(folds), s=14, color="tab:blue", alpha=0.6, zorder=2)
+            spread = folds.std(ddof=1) if len(folds) > 1 else 0.0
+            axis.errorbar(
+                folds.mean(), row, xerr=spread, fmt="|", color="tab:blue", capsize=4, zorder=2
+            )
+        if np.isfinite(cv[i]):
+            axis.scatter(cv[i], row, marker="D", s=40, color="tab:red", zorder=3)
+            axis.annotate(
+                f"{cv[i]:.4f}",
+                (cv[i], row),
+                xytext=(0, 5),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="tab:red",
+            )
+    axis.set_yticks(range(len(order)), [names[i] for i in order], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("lwlrap")
+    axis.scatter([], [], marker="D", color="tab:red", label="out-of-fold CV")
+    axis.scatter([], [], s=14, color="tab:blue", label="fold best validation (mean +- std)")
+    figure.legend(loc="outside lower center", ncol=2, fontsize=8)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(title)
+    _save(figure, png_path)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else -np.inf
+
+
+def plot_per_class_change(
+    classes: Sequence[str],
+    ours: Sequence[float],
+    reference: Sequence[float],
+    png_path: str | os.PathLike,
+    title: str,
+    labels: tuple[str, str],
+) -> None:
+    """Per-class scores of two predictions side by side (`labels` names them), the classes
+    that gain most at the top, with each class's change written beside it."""
+    ours, reference = np.asarray(ours, dtype=float), np.asarray(reference, dtype=float)
+    order = np.argsort(-(ours - reference), kind="stable")
+    figure, axis = plt.subplots(figsize=(9, max(4, 0.2 * len(classes) + 1)), layout="constrained")
+    rows = np.arange(len(order))
+    axis.barh(rows - 0.2, ours[order], height=0.4, color="tab:green", label=labels[0])
+    axis.barh(rows + 0.2, reference[order], height=0.4, color="tab:gray", label=labels[1])
+    for row, i in zip(rows, order):
+        change = ours[i] - reference[i]
+        color = "tab:green" if change > 0 else ("tab:red" if change < 0 else "black")
+        axis.annotate(f"{change:+.3f}", (1.01, row), va="center", fontsize=6, color=color)
+    axis.set_yticks(rows, [classes[i] for i in order], fontsize=6)
+    axis.set_xlim(0, 1.08)
+    axis.invert_yaxis()
+    figure.legend(loc="outside lower center", ncol=2, fontsize=8)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(title)
+    _save(figure, png_path)

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,7 +117,7 @@ def _lock_file(lock_path: Path, what: str, wait: bool) -> int | None:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_soon(fd)
             except BlockingIOError:
                 holder = _lock_holder(lock_path)
                 if not wait:
@@ -142,12 +143,55 @@ def _lock_file(lock_path: Path, what: str, wait: bool) -> int | None:
         os.close(fd)  # the previous holder removed this file when it let go: lock the new one
 
 
+PROBE_GRACE = 0.2  # seconds a writer retries a lock a reader may be probing (`lock_holder`)
+
+
+def _flock_soon(fd: int) -> None:
+    """The exclusive lock of `fd` now, or within PROBE_GRACE seconds: `lock_holder` holds a
+    lock for an instant to see whether anyone else does. BlockingIOError when still held."""
+    deadline = time.monotonic() + PROBE_GRACE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _lock_holder(lock_path: Path) -> str:
     try:
         text = lock_path.read_text(encoding="utf-8").strip()
     except OSError:
         text = ""
     return text or "pid unknown"
+
+
+def lock_holder(lock_path: str | os.PathLike) -> str | None:
+    """Who holds the writer lock of `lock_path` ('pid N on host H', as `writer_lock` writes it)
+    while a live process holds it; None when none does (no file, or one a killed holder left).
+
+    Looks without waiting and without taking the lock for longer than an instant: a shared
+    lock tried without blocking and let go at once (a writer starting in that instant retries,
+    see `_flock_soon`). None where locks do not work (Windows, some network file systems)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody holds it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_holder(Path(lock_path))
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 _TMP_SUFFIX = re.compile(r"\.tmp(-\d+)?$")
@@ -234,7 +278,10 @@ def interrupts_left_to_main() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def geometric_mean(arrays: list[np.ndarray], eps: float = 1e-12) -> np.ndarray:
+PROBABILITY_FLOOR = 1e-12  # the geometric mean's floor: an exact 0 does not zero a blend
+
+
+def geometric_mean(arrays: list[np.ndarray], eps: float = PROBABILITY_FLOOR) -> np.ndarray:
     """Element-wise geometric mean exp(mean(log x)) of equally shaped arrays.
 
     Probabilities are floored at `eps` so an exact 0 does not zero the whole blend.

@@ -90,5 +90,5 @@ def test_ensemble_pipeline_smoke_on_a_curated_only_dataset(tiny_tree, tmp_path):
     submission = pd.read_csv(data / "submission.csv")
     assert len(submission) == len(list((data / "test").iterdir()))
     table = pd.read_csv(data / "predictions" / "ensemble_oof_lwlrap.csv")
-    assert len(table) == 7 + 3 + 1
+    assert len(table) == 7 + 1 + 3 + 1
     assert (tmp_path / "kernel").is_dir()

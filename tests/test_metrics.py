@@ -6,6 +6,7 @@ from sklearn.metrics import label_ranking_average_precision_score
 from src.models.metrics import (
     Lwlrap,
     MultiAccuracy,
+    PositiveLabels,
     lwlrap,
     lwlrap_per_class,
     multi_accuracy,
@@ -105,3 +106,90 @@ def test_argus_metric_wrappers_accumulate_batches():
             )
         assert metric.compute() == pytest.approx(reference(truth, scores))
     assert (Lwlrap.name, Lwlrap.better, MultiAccuracy.name) == ("lwlrap", "max", "multi_accuracy")
+
+
+# ----------------------------------------------------------------------------------------------
+# Ties, and the rank-counting implementation against two independent references
+# ----------------------------------------------------------------------------------------------
+
+
+def direct_lwlrap_ties_by_index(truth, scores):
+    """The definition with the project's tie rule written out: class o ranks above class c
+    when it scores higher, or equal with a lower index (what a stable sort gives)."""
+    n_classes = truth.shape[1]
+    sums, counts = np.zeros(n_classes), np.zeros(n_classes)
+    for labels, row in zip(truth, scores):
+        rank = {
+            c: 1 + sum(row[o] > row[c] or (row[o] == row[c] and o < c) for o in range(n_classes))
+            for c in range(n_classes)
+        }
+        positives = [c for c in range(n_classes) if labels[c] > 0]
+        for c in positives:
+            sums[c] += sum(rank[o] <= rank[c] for o in positives) / rank[c]
+            counts[c] += 1
+    return sums / np.maximum(1, counts), counts / max(1, counts.sum())
+
+
+def sorted_lwlrap(truth, scores):
+    """lwlrap by a stable sort of each row (the implementation the project used before it
+    counted ranks): bit-for-bit the reference of the counting one."""
+    positive = np.asarray(truth) > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    n_classes = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked_positive = np.take_along_axis(positive, order, axis=1)
+    precision = np.cumsum(ranked_positive, axis=1) / np.arange(1, n_classes + 1)[None, :]
+    rows, ranks = np.nonzero(ranked_positive)
+    classes = order[rows, ranks]
+    sums = np.bincount(classes, weights=precision[rows, ranks], minlength=n_classes)
+    counts = np.bincount(classes, minlength=n_classes).astype(np.float64)
+    return sums / np.maximum(1.0, counts), counts / max(1.0, counts.sum())
+
+
+def tied_problem(seed):
+    """Random labels (some samples without any, some with many) and scores from a few levels,
+    so that most rows hold ties, also between labelled classes."""
+    rng = np.random.default_rng(seed)
+    n, classes = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+    truth = (rng.random((n, classes)) < rng.uniform(0.05, 0.6)).astype(np.float32)
+    levels = int(rng.integers(1, 5))
+    scores = rng.integers(0, levels + 1, (n, classes)) / max(levels, 1)
+    return truth, scores
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lwlrap_with_ties_equals_the_definition_and_the_stable_sort(seed):
+    truth, scores = tied_problem(seed)
+    per_class, weights = lwlrap_per_class(truth, scores)
+    expected, expected_weights = direct_lwlrap_ties_by_index(truth, scores)
+    np.testing.assert_allclose(per_class, expected, atol=1e-12)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-12)
+    sorted_per_class, sorted_weights = sorted_lwlrap(truth, scores)
+    np.testing.assert_array_equal(per_class, sorted_per_class)  # to the last bit
+    np.testing.assert_array_equal(weights, sorted_weights)
+
+
+def test_lwlrap_at_the_competition_size_equals_the_stable_sort_bit_for_bit():
+    rng = np.random.default_rng(11)
+    truth = np.zeros((4970, 80))
+    truth[np.arange(4970), rng.integers(0, 80, 4970)] = 1
+    truth.flat[rng.choice(truth.size, 800, replace=False)] = 1
+    scores = rng.random((4970, 80))
+    scores[:500, :40] = 0.25  # a block of ties
+    per_class, weights = lwlrap_per_class(truth, scores)
+    np.testing.assert_array_equal(per_class, sorted_lwlrap(truth, scores)[0])
+    assert lwlrap(truth, scores) == float(np.sum(per_class * weights))
+
+
+def test_prepared_labels_score_a_transposed_table_the_same():
+    truth, scores = tied_problem(3)
+    labels = PositiveLabels(truth)
+    transposed = np.ascontiguousarray(scores.T)
+    assert labels.lwlrap(transposed, transposed=True) == lwlrap(truth, scores)
+    np.testing.assert_array_equal(labels.per_class(scores)[0], lwlrap_per_class(truth, scores)[0])
+
+
+def test_nan_scores_rank_last():
+    truth = np.array([[0, 1, 0]])
+    assert lwlrap(truth, np.array([[np.nan, 0.2, 0.1]])) == 1.0
+    assert lwlrap(truth, np.array([[0.5, np.nan, 0.1]])) == pytest.approx(1 / 3)

@@ -3,9 +3,15 @@
 lwlrap follows the DCASE 2019 task 2 definition: for every positive label c of a
 sample, the precision of the sample's ranked class list cut at c; per-class values average those
 precisions over the class's positives, and the overall value weights classes by their number of
-positives (equivalently: the mean over all positive labels pooled together). Scores are ranked
-with a stable sort, so ties break by class index instead of arbitrarily
+positives (equivalently: the mean over all positive labels pooled together). Classes are ranked
+by score, ties broken by class index (the order a stable sort gives) instead of arbitrarily
 (docs/original.md, quirk "Metric ties").
+
+`PositiveLabels` is the one implementation: the positive labels of a truth table, found once,
+score any number of score tables (the ensemble selection scores thousands of blends against the
+same labels). A label's rank is counted, not sorted: one plus the classes of its clip scored
+above it, or equal to it with a lower index, so a table costs a few passes over its entries
+whatever its number of clips.
 """
 
 from __future__ import annotations
@@ -14,32 +20,118 @@ import numpy as np
 from argus.metrics import Metric
 
 
+class PositiveLabels:
+    """The positive labels (truth > 0; soft targets from mixing count too) of a (samples,
+    classes) truth table, prepared to score score tables of the same shape."""
+
+    def __init__(self, truth: np.ndarray) -> None:
+        truth = np.asarray(truth)
+        if truth.ndim != 2:
+            raise ValueError(f"truth must be 2-D (samples, classes), got shape {truth.shape}")
+        self.shape = truth.shape
+        n_samples, n_classes = truth.shape
+        # Row-major: each class's precisions are summed in sample order, as a sort would list them.
+        self.rows, self.classes = np.nonzero(truth > 0)
+        self.counts = np.bincount(self.classes, minlength=n_classes).astype(np.float64)
+        self.weights = self.counts / max(1.0, self.counts.sum())
+        per_row = np.bincount(self.rows, minlength=n_samples)
+        first = np.cumsum(per_row) - per_row
+        nth = np.arange(len(self.rows)) - first[self.rows]  # 0 for a sample's first label, ...
+        # Pass m ranks the m-th label of every sample that has one: (labels, their samples,
+        # their classes, whether those samples are all the rows in order).
+        self.passes = []
+        for m in range(int(per_row.max()) if len(self.rows) else 0):
+            labels = np.flatnonzero(nth == m)
+            rows = self.rows[labels]
+            whole = len(rows) == n_samples  # then rows is 0..n-1: the table itself, no copy
+            self.passes.append((labels, rows, self.classes[labels], whole))
+        # The labels of samples with several, one column per such sample (-1 padded), for
+        # their hit counts: transposed, so that each count is a sum of contiguous rows.
+        multi = np.flatnonzero(per_row > 1)
+        depth = int(per_row.max()) if len(multi) else 0
+        self.multi = np.full((depth, len(multi)), -1, dtype=np.int64)
+        for m in range(depth):
+            has = per_row[multi] > m
+            self.multi[m, has] = first[multi[has]] + m
+
+    def ranks(self, scores_t: np.ndarray) -> np.ndarray:
+        """The rank (1 = top) of every positive label within its sample, in label order: one
+        plus the classes scored above it, or equal to it with a lower class index.
+
+        `scores_t` is the score table transposed, (classes, samples) and C-contiguous: every
+        comparison then runs along a contiguous row and the counts are sums of whole rows,
+        several times faster than per-sample counts in the (samples, classes) layout."""
+        n_classes = self.shape[1]
+        count = np.uint8 if n_classes < 256 else np.int64  # a sum of n_classes flags
+        ranks = np.empty(len(self.rows), dtype=np.int64)
+        for labels, rows, classes, whole in self.passes:
+            block = scores_t if whole else scores_t[:, rows]
+            value = scores_t[classes, rows]
+            above = np.add.reduce((block > value).view(np.uint8), axis=0, dtype=count)
+            above = above.astype(np.int64)
+            equal = block == value
+            if np.count_nonzero(equal) != len(rows):  # some label ties with another class
+                tied = np.flatnonzero(np.count_nonzero(equal, axis=0) != 1)
+                lower = np.arange(n_classes)[:, None] < classes[None, tied]
+                above[tied] += np.count_nonzero(equal[:, tied] & lower, axis=0)
+            ranks[labels] = above + 1
+        return ranks
+
+    def precisions(self, scores_t: np.ndarray) -> np.ndarray:
+        """Each positive label's precision: the share of positives among the classes ranked at
+        or above it (`scores_t` as for `ranks`)."""
+        ranks = self.ranks(scores_t)
+        hits = np.ones(len(ranks), dtype=np.int64)
+        if self.multi.size:
+            valid = self.multi >= 0
+            own = np.where(valid, ranks[self.multi], self.shape[1] + 1)  # padding ranks last
+            for m, labels in enumerate(self.multi):
+                counted = np.add.reduce((own <= own[m]).view(np.uint8), axis=0, dtype=np.int64)
+                hits[labels[valid[m]]] = counted[valid[m]]
+        return hits / ranks
+
+    def per_class(
+        self, scores: np.ndarray, transposed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class lwlrap and class weights of a (samples, classes) score table, or of its
+        transpose (`transposed`, C-contiguous: see `ranks`)."""
+        scores_t = scores if transposed else np.ascontiguousarray(scores.T)
+        sums = np.bincount(self.classes, weights=self.precisions(scores_t), minlength=self.shape[1])
+        return sums / np.maximum(1.0, self.counts), self.weights
+
+    def lwlrap(self, scores: np.ndarray, transposed: bool = False) -> float:
+        per_class, weights = self.per_class(scores, transposed)
+        return float(np.sum(per_class * weights))
+
+    def per_sample(self, scores: np.ndarray) -> np.ndarray:
+        """Label-ranking average precision of each sample (NaN for samples without labels)."""
+        n_samples = self.shape[0]
+        precisions = self.precisions(np.ascontiguousarray(scores.T))
+        sums = np.bincount(self.rows, weights=precisions, minlength=n_samples)
+        counts = np.bincount(self.rows, minlength=n_samples)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan)
+
+
+def _checked(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """`scores` as float64 with NaN ranked last (as -inf), after the shape check."""
+    truth, scores = np.asarray(truth), np.asarray(scores, dtype=np.float64)
+    if truth.shape != scores.shape or truth.ndim != 2:
+        raise ValueError(
+            f"truth and scores must be equal 2-D shapes, got {truth.shape} and {scores.shape}"
+        )
+    nan = np.isnan(scores)
+    return np.where(nan, -np.inf, scores) if nan.any() else scores
+
+
 def lwlrap_per_class(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-class lwlrap and class weights for (samples, classes) truth and scores.
 
     Truth entries > 0 count as positive (soft targets from mixing are positives too).
     Returns (per_class, weights); classes without positives get value 0 and weight 0.
     """
-    truth = np.asarray(truth)
-    scores = np.asarray(scores, dtype=np.float64)
-    if truth.shape != scores.shape or truth.ndim != 2:
-        raise ValueError(
-            f"truth and scores must be equal 2-D shapes, got {truth.shape} and {scores.shape}"
-        )
-    n_classes = scores.shape[1]
-    positive = truth > 0
-    # Rank 1 = highest score; a stable sort of the negated scores keeps ties in class order.
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranked_positive = np.take_along_axis(positive, order, axis=1)
-    hits_so_far = np.cumsum(ranked_positive, axis=1)
-    precision = hits_so_far / np.arange(1, n_classes + 1)[None, :]
-    rows, ranks = np.nonzero(ranked_positive)
-    classes = order[rows, ranks]
-    sums = np.bincount(classes, weights=precision[rows, ranks], minlength=n_classes)
-    counts = np.bincount(classes, minlength=n_classes).astype(np.float64)
-    per_class = sums / np.maximum(1.0, counts)
-    weights = counts / max(1.0, counts.sum())
-    return per_class, weights
+    scores = _checked(truth, scores)
+    return PositiveLabels(truth).per_class(scores)
 
 
 def lwlrap(truth: np.ndarray, scores: np.ndarray) -> float:
@@ -52,16 +144,8 @@ def per_clip_lwlrap(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
     Used to score how well a clip's labels agree with predictions (label corrections).
     """
-    truth = np.asarray(truth) > 0
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranked_positive = np.take_along_axis(truth, order, axis=1)
-    precision = np.cumsum(ranked_positive, axis=1) / np.arange(1, scores.shape[1] + 1)[None, :]
-    n_positive = ranked_positive.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(
-            n_positive > 0, (precision * ranked_positive).sum(axis=1) / n_positive, np.nan
-        )
+    scores = _checked(truth, scores)
+    return PositiveLabels(truth).per_sample(scores)
 
 
 def multi_accuracy(truth: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:

@@ -198,7 +198,8 @@ def ensemble_predict(
 def oof_table(
     paths: Paths, vocabulary: Vocabulary, inputs, stacking_names, device: str
 ) -> pd.DataFrame:
-    """Out-of-fold lwlrap of each experiment of both levels and of their blend, against the
+    """Out-of-fold lwlrap of each experiment of both levels, of the first-level experiments'
+    blend (what select_ensemble.py scores the same set) and of the whole blend, against the
     original curated labels."""
     truth = read_labels_csv(paths.train_curated_csv, vocabulary)
     frames, rows = [], []
@@ -206,6 +207,14 @@ def oof_table(
         oof = read_oof(paths.predictions_dir, name, vocabulary.classes)
         frames.append(oof)
         rows.append(("first level", name, cv_scores(oof, truth, vocabulary)["overall_lwlrap"]))
+    first_level = gmean_frames(frames)
+    rows.append(
+        (
+            "first-level blend",
+            f"geometric mean of the {len(frames)} first-level",
+            cv_scores(first_level, truth, vocabulary)["overall_lwlrap"],
+        )
+    )
     for name in stacking_names:
         oof = stacking_oof(name, paths, device)
         frames.append(oof)

@@ -168,12 +168,16 @@ def predict_set_cached(
     key = prediction_key(predictor, store, fnames, classes, checkpoint)
     done = out_dir / DONE_FILE
     before = json.loads(done.read_text()) if done.is_file() else None
-    if before == key:
+    wanted = [out_dir / PROBS_FILE, *(out_dir / f"{f}.npy" for f in fnames if save_tiles)]
+    lost = before == key and not all(path.is_file() for path in wanted)
+    if before == key and not lost:
         log.info(
             "%s: reusing the predictions in %s (same checkpoint, clips and tiling)", desc, out_dir
         )
         return read_probs(out_dir / PROBS_FILE, classes, done)
-    if before is None:
+    if lost:
+        why = "some of its files were deleted"
+    elif before is None:
         why = "no earlier predictions"
     elif set(before) != set(key):
         why = "made by an older version"

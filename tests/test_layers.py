@@ -4,6 +4,7 @@ them, and no module imports itself back through others. Function-local imports c
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.helpers import REPO_ROOT
@@ -113,3 +114,13 @@ def test_the_checks_see_an_upward_import(tmp_path):
     module.write_text("def f():\n    from src.tools.tagging import tag_files\n")
     assert imports_of(module, {"src.tools.tagging", "src.tools"}) == {"src.tools.tagging"}
     assert layer_of("src.tools.tagging") > layer_of("src.data.audio")
+
+
+def test_every_test_file_is_grouped_by_stage_in_design_md():
+    """docs/design.md's Tests table names the stage of every test file (the tests are flat)."""
+    table = (REPO_ROOT / "docs" / "design.md").read_text(encoding="utf-8").split("## Tests", 1)
+    assert len(table) == 2, "docs/design.md has no '## Tests' section"
+    listed = set(re.findall(r"`(test_\w+\.py)`", table[1].split("\n## ", 1)[0]))
+    present = {p.name for p in (REPO_ROOT / "tests").glob("test_*.py")}
+    assert present - listed == set(), f"not grouped in docs/design.md: {sorted(present - listed)}"
+    assert listed - present == set(), f"listed but missing: {sorted(listed - present)}"

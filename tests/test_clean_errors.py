@@ -32,6 +32,7 @@ SCRIPTS = [
     "package_weights.py",
     "predict_folds.py",
     "select_ensemble.py",
+    "show.py",
     "stacking_predict.py",
     "stacking_train.py",
     "tag_audio.py",

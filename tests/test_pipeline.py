@@ -117,6 +117,10 @@ def test_predict_refuses_missing_checkpoints_and_empty_test_folder(broken_tree):
     result = run("predict_folds.py", broken_tree, "--experiment", "auxiliary_019")
     assert result.returncode == 1 and "no checkpoint for fold(s) 3" in result.stderr
     result = run("predict_folds.py", broken_tree, "--experiment", "auxiliary_999")
+    assert result.returncode == 1
+    assert "unknown experiment 'auxiliary_999'; did you mean auxiliary_019" in result.stderr
+    (broken_tree / "experiments/never_trained").mkdir()
+    result = run("predict_folds.py", broken_tree, "--experiment", "never_trained")
     assert result.returncode == 1 and "has no trained models" in result.stderr
     for clip in (broken_tree / "test").iterdir():
         clip.unlink()

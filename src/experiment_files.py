@@ -106,6 +106,11 @@ def parse_set(text: str, config: Config) -> dict:
         value = [part.strip() for part in value.split(",") if part.strip()]
     elif isinstance(current, str) and not isinstance(value, str):
         value = raw  # e.g. --set model.name=123 stays text
+    return nest_setting(key, value)
+
+
+def nest_setting(key: str, value: Any) -> dict:
+    """`a.b.c`, value -> {"a": {"b": {"c": value}}}: a dotted setting as overrides."""
     nested: dict = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -133,16 +138,24 @@ def read_experiment_file(path: Path) -> tuple[str, str, dict]:
     return str(name), base, overrides
 
 
-def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] = ()) -> Config:
+def load_experiment(
+    spec: str,
+    scale: str = DEFAULT_SCALE,
+    sets: Sequence[str] = (),
+    changes: Config | None = None,
+    name: str | None = None,
+    changes_from: str = "changes",
+) -> Config:
     """The resolved configuration of a registered name or an experiment file at a scale
     (`src.experiments.SCALES`: full, cpu or smoke), then the file's overrides, then each
-    `--set`."""
+    `--set`, then `changes` (nested overrides, as a search trial's settings; errors name
+    `changes_from`), named `name` when given."""
     if is_experiment_file(spec):
         path = Path(spec)
-        name, base, overrides = read_experiment_file(path)
+        file_name, base, overrides = read_experiment_file(path)
         source = str(path)
     else:
-        name, base, overrides, source = spec, spec, {}, "--experiment"
+        file_name, base, overrides, source = spec, spec, {}, "--experiment"
     config = resolve(base, scale)
     config = apply_overrides(config, overrides, source)
     all_overrides = copy.deepcopy(overrides)
@@ -150,6 +163,10 @@ def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] =
         change = parse_set(text, config)
         config = apply_overrides(config, change, f"--set {text}")
         all_overrides = merge(all_overrides, change)
+    if changes:
+        config = apply_overrides(config, changes, changes_from)
+        all_overrides = merge(all_overrides, changes)
+    name = name or file_name
     if not NAME_PATTERN.match(name):
         raise ConfigError(
             f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"

@@ -31,6 +31,7 @@ SCRIPTS = [
     "make_synthetic.py",
     "package_weights.py",
     "predict_folds.py",
+    "search.py",
     "select_ensemble.py",
     "show.py",
     "stacking_predict.py",

@@ -68,6 +68,31 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# kind -> (load the data once, build a fold from it, build a fold in a worker process)
+SETUPS = {
+    "cnn": (load_first_level_data, build_fold, fold_builder),
+    "stacking": (load_stacking_data, build_stacking_fold, stacking_fold_builder),
+}
+
+
+def corrections_mode(scale: str, no_corrections: bool = False) -> str:
+    """How the label-correction files are used: required at full size, where present at the
+    smaller scales (a synthetic or new dataset has none), or not at all."""
+    if no_corrections:
+        return "none"
+    return "if-present" if scale != "full" else "required"
+
+
+def run_record(config: dict, vocabulary, options: RunOptions, split) -> dict:
+    """What params.json records of a run and a rerun must match (`prepare_experiment_dir`)."""
+    return {
+        "config": config,
+        "classes": list(vocabulary.classes),
+        "seed": options.seed,
+        "folds": folds_digest(split),
+    }
+
+
 def run_options(args: argparse.Namespace) -> RunOptions:
     device = args.device or default_device()
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -161,20 +186,10 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             options = replace(
                 options, device=context.device, rank=context.rank, world_size=context.world_size
             )
-        corrections = (
-            "none" if args.no_corrections else ("if-present" if scale != "full" else "required")
-        )
-        if kind == "cnn":
-            load, build, builder = load_first_level_data, build_fold, fold_builder
-        else:
-            load, build, builder = load_stacking_data, build_stacking_fold, stacking_fold_builder
+        corrections = corrections_mode(scale, args.no_corrections)
+        load, build, builder = SETUPS[kind]
         experiment_dir = paths.experiment_dir(name)
-        record = {
-            "config": config,
-            "classes": list(vocabulary.classes),
-            "seed": options.seed,
-            "folds": folds_digest(split),
-        }
+        record = run_record(config, vocabulary, options, split)
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:

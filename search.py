@@ -13,8 +13,8 @@ The study lives in a database: by default <data>/search/<study>.db (SQLite), els
 password from PGPASSWORD, or in the URL: it is shown masked). Rerunning the command continues
 the study with --trials more; several processes or machines on one storage share it, each
 running its own trials. Ctrl-C or a signal marks the running trial FAIL and stops; nothing else
-is lost. At the end: the best trials, and with --write FILE an experiment file of the best
-that train_folds.py / stacking_train.py --experiment take.
+is lost. At the end: the best trials, --plot PNG a picture of them, and --write FILE an
+experiment file of the best that train_folds.py / stacking_train.py --experiment take.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the trials' scale, as train_folds.py --scale (default full)",
     )
     parser.add_argument(
+        "--no-corrections", action="store_true", help="train without label-correction files"
+    )
+    parser.add_argument(
         "--no-pruning", action="store_true", help="train every trial to its end (no pruner)"
     )
     parser.add_argument(
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--write", metavar="FILE", help="write an experiment file of the best trial here"
+    )
+    parser.add_argument(
+        "--plot", metavar="PNG", help="draw the trials (lwlrap by epoch, results by trial)"
     )
     parser.add_argument(
         "--seed", type=int, default=2019, help="the trials' training seed (default 2019)"
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 0:
         raise ConfigError(f"--trials takes a number of trials >= 0, got {args.trials}")
     check_output_file(args.write, "--write")
+    check_output_file(args.plot, "--plot")
     study = args.study or f"{experiment_name(args.experiment)}_search"
     if not NAME_PATTERN.match(study):
         raise ConfigError(f"--study {study!r}: use letters, digits, '_', '-' or '.'")
@@ -117,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         workers=default_num_workers() if args.workers is None else args.workers,
         pruning=not args.no_pruning,
+        no_corrections=args.no_corrections,
         progress=not args.no_progress,
         verbose=args.verbose,
         top=args.top,
         write=Path(args.write) if args.write else None,
+        plot=Path(args.plot) if args.plot else None,
     )
     return 0
 

@@ -177,3 +177,43 @@ def plot_per_class_change(
     axis.grid(axis="x", alpha=0.3)
     axis.set_title(title)
     _save(figure, png_path)
+
+
+def plot_search(
+    trials: Sequence[tuple[int, str, float | None, Mapping[int, float]]],
+    png_path: str | os.PathLike,
+    title: str,
+) -> None:
+    """A search's trials, given as (number, state, value, per-step validation lwlrap): left,
+    each trial's lwlrap step by step (finished trials blue, pruned ones red, ending where the
+    pruner stopped them); right, each trial's result by number with the best so far."""
+    figure, (steps, results) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    best, best_line = -np.inf, []
+    for number, state, value, curve in trials:
+        if curve:
+            x = sorted(curve)
+            colour = "tab:red" if state == "PRUNED" else "tab:blue"
+            steps.plot(x, [curve[k] for k in x], color=colour, alpha=0.5, linewidth=1)
+        if state == "COMPLETE" and value is not None:
+            results.scatter(number, value, color="tab:blue", s=18, zorder=3)
+            best = max(best, value)
+        elif state == "PRUNED" and curve:
+            results.scatter(number, curve[max(curve)], color="tab:red", marker="x", s=22)
+        if np.isfinite(best):
+            best_line.append((number, best))
+    if best_line:
+        x, y = zip(*best_line)
+        results.step(x, y, where="post", color="black", linewidth=1, label="best so far")
+    steps.set_xlabel("step (fold x max epochs + epoch)")
+    steps.set_ylabel("validation lwlrap")
+    steps.plot([], [], color="tab:blue", label="finished")
+    steps.plot([], [], color="tab:red", label="pruned")
+    steps.legend(fontsize=8)
+    results.scatter([], [], color="tab:blue", s=18, label="finished: mean best lwlrap")
+    results.scatter([], [], color="tab:red", marker="x", s=22, label="pruned: last lwlrap")
+    results.set_xlabel("trial")
+    results.legend(fontsize=8)
+    for axis in (steps, results):
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    _save(figure, png_path)

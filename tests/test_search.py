@@ -194,7 +194,9 @@ def test_a_search_runs_trials_as_experiments_and_continues(tiny_data, tmp_path, 
         n: (paths.experiment_dir(f"micro_t{n}") / "fold_0/finished.json").stat().st_mtime_ns
         for n in range(3)
     }
-    assert search_main(search_command(tmp_path, "micro", 2)) == 0
+    picture = tmp_path / "micro.png"
+    assert search_main([*search_command(tmp_path, "micro", 2), "--plot", str(picture)]) == 0
+    assert picture.stat().st_size > 10_000
     study = load_study(tiny_data, "micro")
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     assert all(t.state.name == "COMPLETE" for t in study.trials)
@@ -256,6 +258,7 @@ def micro_search(tmp_path: Path, study: str, folds: list[int], **changes) -> Sea
         options=RunOptions(),
         study=study,
         storage_shown="memory",
+        corrections="if-present",
         progress=False,
     )
 

@@ -43,10 +43,12 @@ def run_search(
     seed: int = 2019,
     workers: int = 0,
     pruning: bool = True,
+    no_corrections: bool = False,
     progress: bool = True,
     verbose: bool = False,
     top: int = 10,
     write: Path | None = None,
+    plot: Path | None = None,
 ) -> optuna.Study:
     """Run `trials` more trials of the study (created when new) and print the best ones."""
     space = read_space(space_file)
@@ -55,7 +57,8 @@ def run_search(
     load_folds(paths, folds)  # stale or missing folds stop here, before any trial
     # Every input of the base (audio stores, out-of-fold predictions, corrections) is checked,
     # and the stores built, before the first trial.
-    SETUPS[base["kind"]][0](base, paths, vocabulary, corrections_mode(scale))
+    corrections = corrections_mode(scale, no_corrections)
+    SETUPS[base["kind"]][0](base, paths, vocabulary, corrections)
     url = storage_url or default_storage(paths, study_name)
     shown = masked(url)
     _quiet_optuna()
@@ -71,6 +74,7 @@ def run_search(
         "scale": scale,
         "folds": folds,
         "seed": seed,
+        "corrections": corrections,
     }
     pruner = median_pruner() if pruning else optuna.pruners.NopPruner()
     study = open_study(storage, study_name, recipe, shown, pruner)
@@ -85,6 +89,7 @@ def run_search(
         options=RunOptions(device=device, amp=amp, seed=seed, workers=workers),
         study=study_name,
         storage_shown=shown,
+        corrections=corrections,
         progress=progress,
         verbose=verbose,
     )
@@ -111,6 +116,9 @@ def run_search(
                 )
             raise
     print_report(study, search, top)
+    if plot is not None:
+        plot_study(study, plot)
+        print(f"picture: {plot}")
     if write is not None:
         name = write_best(search, study, write)
         script = "train_folds.py" if base["kind"] == "cnn" else "stacking_train.py"
@@ -179,5 +187,20 @@ def print_report(study: optuna.Study, search: Search, top: int) -> None:
     running = counts.get("RUNNING", 0)
     if running:
         summary += f", {running} running"
-    print(f"study {search.study}: {len(table)} trials ({summary}); the best:")
+    print(
+        f"study {search.study}: {len(table)} trials ({summary}); the best (val_lwlrap: the mean "
+        "of the folds' best; of a pruned trial, its last epoch's):"
+    )
     print(table.head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+
+
+def plot_study(study: optuna.Study, png: Path) -> None:
+    from src.plots import plot_search
+
+    trials = [
+        (t.number, t.state.name, t.value, dict(t.intermediate_values))
+        for t in study.get_trials(deepcopy=False)
+    ]
+    if not trials:
+        raise ConfigError(f"--plot {png}: study {study.study_name!r} has no trials to draw")
+    plot_search(trials, png, f"study {study.study_name}: {len(trials)} trials")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from src.experiments import Config
 from src.runs import prepare_experiment_dir
 from src.tools.search.space import Dimension, Space, as_overrides, draw, settings
 from src.training.callbacks.trial import TrialReport
-from src.training.command import SETUPS, corrections_mode, run_record
+from src.training.command import SETUPS, run_record
 from src.training.loop import train_folds
 from src.training.parts import FoldParts, RunOptions, Schedule
 
@@ -64,12 +64,9 @@ class Search:
     options: RunOptions
     study: str
     storage_shown: str  # the storage URL, its password masked
+    corrections: str = "if-present"  # training.command.corrections_mode
     progress: bool = True
     verbose: bool = False
-    corrections: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.corrections = corrections_mode(self.scale)
 
     def trial_config(self, values: dict[str, Any], number: int) -> Config:
         """The resolved configuration of trial `number` with these settings (dotted keys)."""

@@ -19,6 +19,7 @@
 #   d) predict_folds    predict_folds.py --folds 0 --amp bf16 (out-of-fold + test tiles)
 #      predict_bench    bench/predict.py: tiles/s and the whole ensemble on 3,400 clips
 #      kernel_estimate  the stacking kernel's Kaggle time estimate (src/kaggle/estimate.py)
+#   f) search_trial     search.py: one Optuna trial of one epoch (SQLite study, in-process)
 #   b) train_compiled   train_fast + --compile, with the time left
 #   e) report           gpu_report.md + gpu_report.json in --out, the short table printed last
 # Each step runs under `timeout` (its own cap, never past the budget); a failed step is
@@ -63,6 +64,8 @@ if [ "$DRY" = 1 ]; then
     FEATURES=(--seconds 5 --repeat 1)
     PREDICT_BENCH=(--smoke --device cpu --clips 2 --seconds 1 --batch 8 --threads 1)
     PREDICT_AMP=(--amp off)
+    SEARCH=(--scale smoke --device cpu --workers 0 --amp off)
+    SEARCH_SPACE='"epoch_size": [64], '
     STORE_WORKERS=1
     export OMP_NUM_THREADS=1
 else
@@ -76,6 +79,8 @@ else
     FEATURES=(--seconds 600 --device cuda)
     PREDICT_BENCH=(--device cuda)
     PREDICT_AMP=(--amp bf16)
+    SEARCH=(--device cuda --workers "$WORKERS" --amp bf16)
+    SEARCH_SPACE=""
     STORE_WORKERS="$WORKERS"
 fi
 STARTED=$(date +%s)
@@ -166,6 +171,11 @@ run_step predict_folds 45 "$PY" predict_folds.py --experiment "$EXPERIMENT" --fo
 run_step predict_bench 45 "$PY" bench/predict.py "${PREDICT_BENCH[@]}"
 run_step kernel_estimate 45 "$PY" bench/gpu_steps.py estimate --json "$OUT/kernel_estimate.json" \
     --device "$DEVICE"
+# f) one search trial: search.py's study (SQLite), one epoch of a drawn lr, in-process training
+printf '{%s"max_epochs": [1], "optimizer.params.lr": {"log": [0.0003, 0.003]}}\n' \
+    "$SEARCH_SPACE" > "$OUT/search_space.json"
+run_step search_trial 90 "$PY" search.py --experiment "$EXPERIMENT" --space "$OUT/search_space.json" \
+    --trials 1 --folds 0 --study gpu_check --no-corrections --no-pruning --no-progress "${SEARCH[@]}"
 # b) once more with torch.compile, with whatever time is left
 if [ "$DRY" = 1 ]; then
     skip_step train_compiled "dry run: torch.compile on the CPU takes minutes"

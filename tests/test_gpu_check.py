@@ -29,6 +29,7 @@ STEPS = [
     "predict_folds",
     "predict_bench",
     "kernel_estimate",
+    "search_trial",
     "train_compiled",
 ]
 
@@ -57,7 +58,16 @@ def test_markdown_tables_splits_tables_printed_back_to_back():
 
 def test_wheel_list_is_what_the_gpu_image_lacks(tmp_path):
     names = {gpu_wheels.canonicalize_name(r.name) for r in gpu_wheels.root_requirements()}
-    assert names == {"pytorch-argus", "librosa", "soundfile", "sounddevice"}
+    assert names == {
+        "pytorch-argus",
+        "librosa",
+        "soundfile",
+        "sounddevice",
+        "optuna",
+        "sqlalchemy",
+        "psycopg",
+        "psycopg-binary",
+    }
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     metadata = "\n".join(
         [

@@ -23,7 +23,7 @@ import pandas as pd
 
 from src.config import ConfigError, Paths, Vocabulary
 from src.data.labels import load_folds
-from src.experiment_files import load_experiment
+from src.experiment_files import NAME_PATTERN, load_experiment
 from src.experiments import Config
 from src.runs import prepare_experiment_dir
 from src.tools.search.space import Dimension, Space, as_overrides, draw, settings
@@ -31,6 +31,7 @@ from src.training.callbacks.trial import TrialReport
 from src.training.command import SETUPS, run_record
 from src.training.loop import train_folds
 from src.training.parts import FoldParts, RunOptions, Schedule
+from src.utils import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,6 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 def write_best(search: Search, study: optuna.Study, path: Path) -> str:
     """An experiment file of the study's best trial (its base and every drawn setting as
     overrides, named after the file), read back as the training scripts read it; its name."""
-    from src.experiment_files import NAME_PATTERN
-    from src.utils import write_json_atomic
-
     if not NAME_PATTERN.match(path.stem):
         raise ConfigError(
             f"--write {path}: the file's name ({path.stem!r}) names the experiment; use "

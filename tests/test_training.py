@@ -2,6 +2,7 @@
 
 import json
 import re
+from types import SimpleNamespace
 
 import argus
 import numpy as np
@@ -14,6 +15,7 @@ from src.config import get_paths, load_vocabulary
 from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
 from src.models.argus_models import FreesoundModel, resolve_amp
 from src.runs import STATE_FILE, ExperimentExistsError, prepare_experiment_dir
+from src.training.callbacks.resume import resume
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.loop import run_fold
@@ -149,6 +151,62 @@ def test_resuming_after_a_kill_gives_the_uninterrupted_result(tiny_data, tmp_pat
     assert a.name == b.name
     for key, value in torch.load(a, weights_only=True)["nn_state_dict"].items():
         assert torch.equal(value, torch.load(b, weights_only=True)["nn_state_dict"][key]), key
+
+
+@pytest.mark.filterwarnings("ignore:for (weight|bias). copying from a non-meta")
+def test_resuming_on_a_gpu_hands_torch_cpu_byte_rng_states(tmp_path, monkeypatch):
+    # This machine plays a GPU with the meta device: the model's parameters are there, and
+    # torch.load puts what it is asked to map anywhere but the CPU there (as CUDA puts it on
+    # the GPU). torch takes RNG states back only as CPU byte tensors: the spies refuse others
+    # with torch's message.
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(network.parameters())
+    network(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.manual_seed(5)
+    saved_rng = torch.get_rng_state()
+    state = {
+        "epoch": 0,
+        "nn_state_dict": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": {},
+        "torch_rng": saved_rng,
+        "cuda_rng": [saved_rng.clone()],
+    }
+    torch.save(state, tmp_path / STATE_FILE)
+    real_load, real_set_rng_state = torch.load, torch.set_rng_state
+
+    def load_as_a_gpu_would(source, map_location=None, **kwargs):
+        data = real_load(source, map_location="cpu", **kwargs)
+        if map_location is None or torch.device(map_location).type == "cpu":
+            return data
+        return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.to("meta"), data)
+
+    handed = []
+
+    def cpu_bytes_only(state):
+        if state.device.type != "cpu" or state.dtype != torch.uint8:
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        handed.append(state)
+        return state
+
+    monkeypatch.setattr(torch, "load", load_as_a_gpu_would)
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: real_set_rng_state(cpu_bytes_only(s)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: [cpu_bytes_only(x) for x in s])
+    on_gpu = torch.nn.Linear(3, 2, device="meta")
+    model = SimpleNamespace(
+        device=torch.device("cuda"),
+        get_nn_module=lambda: on_gpu,
+        optimizer=torch.optim.Adam(on_gpu.parameters()),
+    )
+    torch.manual_seed(6)
+    saved, start_epoch = resume(model, tmp_path)
+    assert saved["epoch"] == 0
+    assert start_epoch == 1 and len(handed) == 2  # the CPU generator's state and the GPU's
+    assert torch.equal(torch.get_rng_state(), saved_rng)
+    assert model.optimizer.state_dict()["state"][0]["step"] == 1
+    assert model.optimizer.state_dict()["state"][0]["exp_avg"].device == on_gpu.weight.device
 
 
 def assert_same_run(a, b):

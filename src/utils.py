@@ -3,6 +3,7 @@ folder, geometric means, logging set-up."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,10 +11,11 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -305,3 +307,55 @@ def setup_logging(level: int = logging.INFO, stream=None) -> None:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s]: %(message)s"))
     handler.addFilter(_NotArgus())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+# --------------------------------------------------------------------------------------
+# Listing folders: what is not a regular readable file is named and skipped
+# --------------------------------------------------------------------------------------
+
+FILE_NOT_FOUND = "file not found"
+_ODD_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file this process can read, found without opening it; None
+    when it is one. Everything that lists or decodes audio asks this first: opening a FIFO
+    blocks until something writes to it, and a device file reads on without end."""
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links, as opening would
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if error.errno == errno.ENOENT:
+            return "a broken symbolic link" if os.path.islink(path) else FILE_NOT_FOUND
+        return error.strerror or str(error)
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    for is_kind, kind in _ODD_KINDS:
+        if is_kind(mode):
+            return f"{kind}, not a regular file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def readable_files(candidates: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """The regular readable files among `candidates` (sorted), and 'PATH: reason' for each of
+    the others (FIFOs, sockets, device files, broken links and link loops, unreadable files),
+    each also named in a warning: listed folders skip them, never hang on them."""
+    files, skipped = [], []
+    for path in sorted(candidates):
+        problem = file_problem(path)
+        if problem is None:
+            files.append(path)
+        else:
+            skipped.append(f"{path}: {problem}")
+            log.warning("skipped %s: %s", path, problem)
+    return files, skipped

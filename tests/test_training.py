@@ -11,7 +11,7 @@ import pytest
 import torch
 from argus.callbacks import Callback
 
-from src.config import get_paths, load_vocabulary
+from src.config import ConfigError, get_paths, load_vocabulary
 from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
 from src.models.argus_models import FreesoundModel, resolve_amp
 from src.runs import STATE_FILE, ExperimentExistsError, prepare_experiment_dir
@@ -296,3 +296,66 @@ def test_epoch_lines_go_to_the_log_file_unless_verbose(tiny_data, capfd):
     assert "corr_noisy_007 fold 0: " in out  # the summary stays
     assert train_command([*args, "--force", "--verbose"], "", kind="cnn") == 0
     assert "val - epoch: 0" in capfd.readouterr().out
+
+
+def test_a_resume_under_other_audio_settings_or_corrections_is_refused(tmp_path):
+    import hashlib
+
+    from src.config import AudioConfig, Paths
+    from src.runs import audio_record, corrections_record, read_params
+
+    paths = Paths(input_dir=tmp_path, save_dir=tmp_path, experiments_dir=tmp_path / "experiments")
+    paths.corrections_dir.mkdir()
+    fix = paths.corrections_dir / "corrections.json"
+    fix.write_text('{"a.wav": ["Bark"]}')
+    config = {"kind": "cnn", "scale": "smoke", "corrections": {"curated": "corrections.json"}}
+
+    def record(rule="original", mode="required"):
+        return {
+            "config": config,
+            "seed": 1,
+            "audio": audio_record(AudioConfig(short_clip_rule=rule)),
+            "corrections": corrections_record(paths, config, mode),
+        }
+
+    folder = tmp_path / "experiments" / "x"
+    prepare_experiment_dir(folder, record(), force=False)
+    (folder / "fold_0").mkdir()
+    assert read_params(folder)["corrections"]["files"] == {
+        "corrections.json": hashlib.sha256(fix.read_bytes()).hexdigest()
+    }
+    prepare_experiment_dir(folder, record(), force=False)  # the same: it resumes
+    with pytest.raises(ExperimentExistsError, match=r"audio short_clip_rule \(original -> cen"):
+        prepare_experiment_dir(folder, record("centered"), force=False)
+    with pytest.raises(ExperimentExistsError, match=r"corrections mode \(required -> none\)"):
+        prepare_experiment_dir(folder, record(mode="none"), force=False)
+    fix.write_text('{"a.wav": ["Meow"]}')  # a review session edited the file
+    with pytest.raises(ExperimentExistsError, match="corrections files .*--force"):
+        prepare_experiment_dir(folder, record(), force=False)
+    prepare_experiment_dir(folder, record(), force=True)
+    assert not (folder / "fold_0").exists()
+
+
+def test_an_old_record_is_read_as_the_defaults_of_its_time(tmp_path):
+    from src.config import AudioConfig
+    from src.runs import audio_record, check_audio_settings, read_params
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    old = {"config": {"kind": "cnn", "scale": "full"}, "seed": 1, "runtime": {}}
+    (folder / "params.json").write_text(json.dumps(old))
+    record = read_params(folder)
+    assert record["audio"]["short_clip_rule"] == "original"
+    assert record["corrections"] == {"mode": "required", "files": None}  # files: not compared
+    check_audio_settings(record, "old", AudioConfig())
+    with pytest.raises(ConfigError, match="short_clip_rule original .here centered.*=original"):
+        check_audio_settings(record, "old", AudioConfig(short_clip_rule="centered"))
+    again = {**old, "audio": audio_record(AudioConfig()), "corrections": {"mode": "required"}}
+    again["corrections"]["files"] = {"corrections.json": "ab" * 32}
+    prepare_experiment_dir(folder, again, force=False)  # compared as far as the old one knows
+    with pytest.raises(ExperimentExistsError, match="short_clip_rule"):
+        prepare_experiment_dir(
+            folder,
+            {**again, "audio": audio_record(AudioConfig(short_clip_rule="centered"))},
+            force=False,
+        )

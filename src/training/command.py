@@ -18,7 +18,7 @@ from src.data.labels import folds_digest, load_folds
 from src.experiment_files import load_experiment
 from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
-from src.runs import prepare_experiment_dir
+from src.runs import audio_record, corrections_record, prepare_experiment_dir
 from src.training.distributed import barrier, init_distributed, launched_by_torchrun
 from src.training.first_level import build_fold, fold_builder, load_first_level_data
 from src.training.fold_queue import parse_devices, train_folds_parallel
@@ -174,6 +174,8 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             "classes": list(vocabulary.classes),
             "seed": options.seed,
             "folds": folds_digest(split),
+            "audio": audio_record(),
+            "corrections": corrections_record(paths, config, corrections),
         }
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).

@@ -20,6 +20,8 @@
 #      predict_bench    bench/predict.py: tiles/s and the whole ensemble on 3,400 clips
 #      kernel_estimate  the stacking kernel's Kaggle time estimate (src/kaggle/estimate.py)
 #   f) search_trial     search.py: one Optuna trial of one epoch (SQLite study, in-process)
+#   b) train_resume     train_fast's command stopped by SIGTERM after its first epoch, run again:
+#                       it resumes, and its log.csv equals train_fast's (bench/gpu_steps.py resume)
 #   b) train_compiled   train_fast + --compile, with the time left
 #   e) report           gpu_report.md + gpu_report.json in --out, the short table printed last
 # Each step runs under `timeout` (its own cap, never past the budget); a failed step is
@@ -133,11 +135,14 @@ keep_run() {
         "$exp/fold_0/finished.json" "$OUT/runs/$1/" 2>/dev/null || true
 }
 
+TRAIN_FOLD=(train_folds.py --experiment "$EXPERIMENT" --folds 0 --no-corrections --max-epochs 2
+            --no-progress)
+FAST=(--amp bf16 --channels-last --augment-on gpu)
+
 train() {  # train NAME CAP [extra train_folds.py options]
     local name="$1" cap="$2"
     shift 2
-    run_step "$name" "$cap" "$PY" train_folds.py --experiment "$EXPERIMENT" --folds 0 \
-        --no-corrections --max-epochs 2 --force --no-progress "${TRAIN[@]}" "$@"
+    run_step "$name" "$cap" "$PY" "${TRAIN_FOLD[@]}" --force "${TRAIN[@]}" "$@"
     local rc=$?
     keep_run "$name"
     return $rc
@@ -161,7 +166,7 @@ run_step logmel_store 60 "$PY" bench/gpu_steps.py stores --json "$OUT/logmel_sto
 run_step logmel_compute 40 "$PY" bench/features.py --files "$DATA/train_curated" "${FEATURES[@]}"
 # b) full-size training, faithful and fast
 train train_faithful 120 --amp off
-train train_fast 75 --amp bf16 --channels-last --augment-on gpu
+train train_fast 75 "${FAST[@]}"
 FAST_OK=$?
 # c) step only and data path
 run_step train_step 90 "$PY" bench/train_step.py "${BENCH_TRAIN[@]}"
@@ -176,13 +181,21 @@ printf '{%s"max_epochs": [1], "optimizer.params.lr": {"log": [0.0003, 0.003]}}\n
     "$SEARCH_SPACE" > "$OUT/search_space.json"
 run_step search_trial 90 "$PY" search.py --experiment "$EXPERIMENT" --space "$OUT/search_space.json" \
     --trials 1 --folds 0 --study gpu_check --no-corrections --no-pruning --no-progress "${SEARCH[@]}"
+# b) the fast run stopped by SIGTERM after its first epoch and resumed: the same log
+if [ "$FAST_OK" != 0 ]; then
+    skip_step train_resume "the fast run failed: no uninterrupted log to compare with"
+else
+    run_step train_resume 150 "$PY" bench/gpu_steps.py resume --json "$OUT/train_resume.json" \
+        --device "$DEVICE" --experiment "$EXPERIMENT" --reference "$OUT/runs/train_fast/log.csv" \
+        -- "$PY" "${TRAIN_FOLD[@]}" "${TRAIN[@]}" "${FAST[@]}"
+fi
 # b) once more with torch.compile, with whatever time is left
 if [ "$DRY" = 1 ]; then
     skip_step train_compiled "dry run: torch.compile on the CPU takes minutes"
 elif [ "$FAST_OK" != 0 ]; then
     skip_step train_compiled "the fast run failed"
 else
-    train train_compiled 300 --amp bf16 --channels-last --augment-on gpu --compile
+    train train_compiled 300 "${FAST[@]}" --compile
 fi
 
 # e) the report (not under the budget: it only reads files)

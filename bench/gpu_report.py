@@ -297,8 +297,20 @@ def build(out: Path, dry_run: bool) -> dict:
                 target="Kaggle limit 60 min",
             )
 
+    def resumed():
+        resume_path = out / "train_resume.json"
+        if "train_resume" in seconds and resume_path.is_file():
+            resume = json.loads(resume_path.read_text())
+            figure(
+                f"train_fast stopped by SIGTERM after epoch {resume['saved_epoch']} and resumed: "
+                "largest val_lwlrap difference from the uninterrupted run",
+                resume["largest_differences"]["val_lwlrap"],
+                "lwlrap",
+                target="0 on the CPU, <= 0.05 on CUDA",
+            )
+
     errors = []
-    for part in (logmel, training, step_only, prediction, kernel_estimate):
+    for part in (logmel, training, step_only, prediction, kernel_estimate, resumed):
         try:
             part()
         except Exception as error:  # the report must come out whatever is missing

@@ -3,6 +3,7 @@
     python bench/gpu_steps.py warm
     python bench/gpu_steps.py stores --json OUT.json [--device cuda] [--workers 16]
     python bench/gpu_steps.py estimate --json OUT.json [--device cuda] [--experiment E --fold K]
+    python bench/gpu_steps.py resume --json OUT.json --reference LOG.csv -- TRAIN COMMAND...
 
 `warm` imports every project module and decodes and turns into log-mel (librosa) one
 generated clip: librosa's numba functions are compiled once and cached next to the freshly
@@ -19,6 +20,14 @@ trained by the check standing in for one fold of each of the seven first-level e
 it times the first test clips (spectrograms, one pass per experiment) and scales to a test
 set of `--clips` clips of `--mean-seconds` seconds (about FAT2019's private test set) with
 5 folds per experiment, as a kernel on this machine would run it.
+
+`resume` proves that a fold stopped by SIGTERM resumes: it starts the training command (one
+fold of `--experiment`, in a fresh experiment folder), sends SIGTERM once the fold saved the
+state of its first epoch, and checks the command ended with status 143 leaving the state and
+no temporary file and no finished.json; then runs the same command again, which must resume.
+The finished fold's log.csv must equal `--reference` (the log of the same command run without
+interruption): epochs, samples and learning rates exactly, the metrics exactly on the CPU and
+within the tolerance of non-deterministic kernels on CUDA.
 """
 
 from __future__ import annotations
@@ -155,11 +164,88 @@ def estimate(args: argparse.Namespace) -> dict:
     }
 
 
+RESUME_TOLERANCE = 0.05  # CUDA: relative (losses) or absolute (scores in [0, 1]) difference
+EXACT_COLUMNS = ("epoch", "train_samples", "lr")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def resume(args: argparse.Namespace) -> dict:
+    import signal
+    import subprocess
+
+    import pandas as pd
+
+    from src.runs import FINISHED_FILE, STATE_FILE, fold_dir
+
+    command = args.train_command
+    experiment = get_paths().experiment_dir(args.experiment)
+    folder = fold_dir(experiment, args.fold)
+    shutil.rmtree(experiment, ignore_errors=True)  # the runs before were kept by the check
+    started = time.perf_counter()
+    first = subprocess.Popen(command)
+    while first.poll() is None and not (folder / STATE_FILE).is_file():
+        time.sleep(0.05)  # the state is written under a temporary name, then renamed
+    if first.poll() is not None:
+        raise CheckFailed(f"the fold ended (status {first.returncode}) before it saved a state")
+    first.send_signal(signal.SIGTERM)
+    status = first.wait(timeout=120)
+    stopped_seconds = time.perf_counter() - started
+    if status != 128 + signal.SIGTERM:
+        raise CheckFailed(f"after SIGTERM the command exited with {status}, not 143")
+    leftovers = sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+    if leftovers or (folder / FINISHED_FILE).exists() or not (folder / STATE_FILE).is_file():
+        raise CheckFailed(
+            f"after SIGTERM {folder} holds {sorted(p.name for p in folder.iterdir())}: "
+            "expected the state, no temporary file and no finished.json"
+        )
+    saved_epoch = int(torch.load(folder / STATE_FILE, weights_only=True)["epoch"])
+    again = subprocess.run(command, capture_output=True, text=True)
+    sys.stdout.write(again.stdout)
+    sys.stderr.write(again.stderr)
+    if again.returncode != 0:
+        raise CheckFailed(f"the same command again exited with {again.returncode}")
+    if "resuming at epoch" not in again.stdout + again.stderr:
+        raise CheckFailed("the same command again did not resume the fold")
+    resumed = pd.read_csv(folder / "log.csv").drop(columns="time")
+    reference = pd.read_csv(args.reference).drop(columns="time")
+    if list(resumed.columns) != list(reference.columns) or len(resumed) != len(reference):
+        raise CheckFailed(
+            f"log.csv: {len(resumed)} rows {list(resumed.columns)} vs "
+            f"{len(reference)} rows {list(reference.columns)} uninterrupted"
+        )
+    exact = args.device == "cpu"
+    differences, problems = {}, []
+    for column in resumed.columns:
+        a, b = resumed[column].to_numpy(float), reference[column].to_numpy(float)
+        difference = abs(a - b)
+        if not column.endswith("loss"):
+            allowed = 0.0 if exact or column in EXACT_COLUMNS else RESUME_TOLERANCE
+        else:
+            allowed = 0.0 if exact else RESUME_TOLERANCE * abs(b)
+        differences[column] = float(difference.max())
+        if (difference > allowed).any():
+            problems.append(f"{column} {list(a)} vs {list(b)}")
+    if problems:
+        raise CheckFailed("log.csv differs from the uninterrupted run's: " + "; ".join(problems))
+    return {
+        "device": args.device,
+        "stopped_after_seconds": round(stopped_seconds, 1),
+        "saved_epoch": saved_epoch,
+        "resumed_at_epoch": saved_epoch + 1,
+        "epochs": len(resumed),
+        "exact": exact,
+        "largest_differences": differences,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["warm", "stores", "estimate"])
+    parser.add_argument("command", choices=["warm", "stores", "estimate", "resume"])
     parser.add_argument("--json", default=None, help="where to write the figures")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -167,8 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--clips", type=int, default=3400, help="test clips to estimate for")
     parser.add_argument("--mean-seconds", type=float, default=7.8, help="their mean length")
-    args = parser.parse_args(argv)
-    result = {"warm": warm, "stores": stores, "estimate": estimate}[args.command](args)
+    parser.add_argument("--reference", help="resume: the uninterrupted run's log.csv")
+    argv = sys.argv[1:] if argv is None else argv
+    train_command = argv[argv.index("--") + 1 :] if "--" in argv else []  # resume's command
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.train_command = train_command
+    steps = {"warm": warm, "stores": stores, "estimate": estimate, "resume": resume}
+    try:
+        result = steps[args.command](args)
+    except CheckFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -93,7 +93,8 @@ class AudioConfig:
 
 # FREESOUND_SHORT_CLIP_RULE=centered switches every script to the corrected rule (the
 # spectrogram stores are keyed by it, so they are extracted again).
-AUDIO = AudioConfig(short_clip_rule=os.environ.get("FREESOUND_SHORT_CLIP_RULE", "original"))
+SHORT_CLIP_ENV = "FREESOUND_SHORT_CLIP_RULE"
+AUDIO = AudioConfig(short_clip_rule=os.environ.get(SHORT_CLIP_ENV, "original"))
 
 
 # --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import re
 import shutil
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
@@ -31,8 +31,11 @@ import numpy as np
 import pandas as pd
 
 from src.config import (
+    AUDIO,
     FAT2019_CLASSES,
     N_FOLDS,
+    SHORT_CLIP_ENV,
+    AudioConfig,
     ConfigError,
     Paths,
     Vocabulary,
@@ -197,6 +200,7 @@ def upgrade_record(record: dict) -> dict:
     `params` whole when an experiment changed one of them (corrections_002/003 recorded no
     `base_size`, `ratio`, `last_filters`, whose network defaults equal the base's): their
     model params are completed with the base's, as the registry resolves them today."""
+    record = _with_inputs_of_that_time(record)
     config = record.get("config")
     if not isinstance(config, dict) or "smoke" not in config:
         return record
@@ -208,6 +212,88 @@ def upgrade_record(record: dict) -> dict:
         params = config["model"].get("params") or {}
         config["model"] = {**config["model"], "params": {**base, **params}}
     return {**record, "config": config}
+
+
+def _with_inputs_of_that_time(record: dict) -> dict:
+    """Records written before the audio settings and the label corrections were recorded:
+    the audio settings of that time (the defaults, the original's short-clip rule), and the
+    corrections mode its command line gave, with the correction files unknown (None: not
+    compared)."""
+    added = {}
+    if "audio" not in record:
+        added["audio"] = audio_record(AudioConfig())
+    if "corrections" not in record:
+        runtime = record.get("runtime") or {}
+        config = record.get("config") or {}
+        full = config.get("scale", "smoke" if config.get("smoke") else "full") == "full"
+        mode = "none" if runtime.get("no_corrections") else ("required" if full else "if-present")
+        added["corrections"] = {"mode": mode, "files": None}
+    return {**record, **added} if added else record
+
+
+def audio_record(audio: AudioConfig = AUDIO) -> dict:
+    """The audio and log-mel settings a run trains with (short-clip rule included)."""
+    return asdict(audio)
+
+
+def corrections_record(paths: Paths, config: dict, mode: str) -> dict:
+    """The label corrections a run trains with: the mode ('required', 'if-present', 'none')
+    and the SHA-256 of each correction file it reads (None: named but not there)."""
+    files: dict[str, str | None] = {}
+    if mode != "none":
+        for role in ("curated", "noisy"):
+            name = (config.get("corrections") or {}).get(role)
+            if name:
+                path = paths.corrections_dir / name
+                files[name] = file_sha256(path) if path.is_file() else None
+    return {"mode": mode, "files": files}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_differences(existing: dict, wanted: dict) -> list[str]:
+    """What differs between two records' parts that shape the run, one phrase each, naming the
+    setting ('seed', 'audio short_clip_rule original -> centered', 'corrections files'). A
+    value an older record does not know (None) is not compared."""
+    existing, wanted = what_shapes_the_run(existing), what_shapes_the_run(wanted)
+    changes = []
+    for key in sorted(wanted):
+        old, new = existing.get(key), wanted[key]
+        if old is None or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and key in ("audio", "corrections"):
+            for part in sorted(set(old) | set(new)):
+                before, after = old.get(part), new.get(part)
+                if before is not None and before != after:
+                    changes.append(f"{key} {part} ({_short(before)} -> {_short(after)})")
+        else:
+            changes.append(key)
+    return changes
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict):  # correction files: name -> digest
+        return ", ".join(f"{k}: {str(v)[:12]}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def check_audio_settings(record: dict, where: object, audio: AudioConfig = AUDIO) -> None:
+    """Models are used with the spectrogram settings they were trained with: a process whose
+    settings differ (FREESOUND_SHORT_CLIP_RULE, ...) is refused, naming what differs."""
+    trained = upgrade_record(record)["audio"]
+    here = audio_record(audio)
+    changed = [f"{k} {trained.get(k)} (here {here[k]})" for k in here if trained.get(k) != here[k]]
+    if changed:
+        raise ConfigError(
+            f"{where}: trained with other audio settings: {', '.join(changed)}; run with the "
+            f"settings it was trained with (e.g. {SHORT_CLIP_ENV}={trained.get('short_clip_rule')})"
+        )
 
 
 def read_params(experiment_dir: Path) -> dict | None:
@@ -247,11 +333,9 @@ def prepare_experiment_dir(
                 f"{experiment_dir} exists but holds no {PARAMS_FILE}; move it away or use --force"
             )
         else:
-            existing = what_shapes_the_run(read_params(experiment_dir))
-            wanted = what_shapes_the_run(record)
-            # A record of an older version has no folds fingerprint: it cannot be compared.
-            existing.setdefault("folds", wanted.get("folds"))
-            changed = sorted(key for key in wanted if existing.get(key) != wanted[key])
+            # What an older record does not know (the folds fingerprint, the correction
+            # files) cannot be compared: `record_differences` leaves it out.
+            changed = record_differences(read_params(experiment_dir), record)
             if changed:
                 raise ExperimentExistsError(
                     f"{experiment_dir} already holds a run with a different {', '.join(changed)}; "
@@ -384,6 +468,7 @@ def find_experiment(
             f"experiment {name!r} has no trained models in {directory}; "
             f"run {train_command_hint(name, kind)} first"
         )
+    check_audio_settings(read_params(directory), f"experiment {name!r} ({directory})")
     if folds is not None:
         experiment.checkpoints(folds)
     return experiment

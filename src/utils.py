@@ -3,6 +3,7 @@ folder, geometric means, logging set-up."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,11 +11,13 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -260,22 +263,127 @@ def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-@contextmanager
-def interrupts_left_to_main() -> Iterator[None]:
-    """Start worker processes under this: they ignore Ctrl-C from their first instruction.
+# --------------------------------------------------------------------------------------
+# Child processes stop with the command that started them
+# --------------------------------------------------------------------------------------
 
-    Ctrl-C reaches the whole process group; only the main process should handle it (it stops
-    its pool, cleans up and reports one line, see cli.run_main), or every worker prints a
-    traceback. An ignored signal is inherited by forked and spawned children alike, and
-    Python then installs no handler of its own in them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; its pool starts are the ones that matter
+PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
+
+
+def _stop_signals() -> set[signal.Signals]:
+    """Ctrl-C, and what docker stop, Kubernetes, SLURM and `kill` (SIGTERM) or a closing
+    terminal (SIGHUP) send."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return {getattr(signal, n) for n in names if hasattr(signal, n)}
+
+
+@contextmanager
+def starting_children() -> Iterator[None]:
+    """Start every worker process (a pool, a Process) under this, with `as_child` as the first
+    thing it runs (the pool's initializer, the top of the process's target).
+
+    Ctrl-C, SIGTERM and SIGHUP are held back while the children start and arrive once they
+    all exist, when the caller holds the pool or the processes and stops them: an exception
+    raised in the middle of a fork is lost (Python ignores those of at-fork handlers) or
+    leaves started children nobody stops. The children inherit the held-back mask;
+    `as_child` sets their own rules and then lets the signals through."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield  # signals reach the main thread only; its starts are the ones that matter
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _stop_signals())
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def as_child(initializer: Callable[..., None] | None = None, *args: object) -> None:
+    """The first thing every worker process of the project runs, then `initializer(*args)`.
+
+    - Ctrl-C is ignored: it reaches the whole process group, and the parent stops its
+      children itself (a traceback per worker otherwise);
+    - SIGTERM and SIGHUP end the child at once (what the parent sends to stop it);
+    - the child ends with its parent, however the parent ends (Linux: PR_SET_PDEATHSIG),
+      and at once if the parent is already gone, so no worker goes on after its command."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for number in _stop_signals() - {signal.SIGINT}:
+        signal.signal(number, signal.SIG_DFL)
+    _end_with_parent()
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _stop_signals())
+    if initializer is not None:
+        initializer(*args)
+
+
+def start_pool(
+    context: object,
+    processes: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> object:
+    """A `multiprocessing` pool of `processes` workers of `context` (a start method's context),
+    started under `starting_children`, each running `as_child` and then `initializer`. A stop
+    signal that came while they started ends them before it is raised; the caller stops the
+    pool it gets (`with pool`, or terminate in a `finally`) as soon as it holds it."""
+    pool = None
+    try:
+        with starting_children():
+            pool = context.Pool(processes, as_child, (initializer, *initargs))
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    return pool
+
+
+def pool_map(
+    pool: object,
+    function: Callable,
+    items: Sequence,
+    chunksize: int = 1,
+    ordered: bool = True,
+    poll_seconds: float = 0.5,
+) -> Iterator:
+    """`function` of every item on a pool's workers, `chunksize` items per task, in order
+    (`ordered`) or as they finish: a pool's `imap`, whose results are waited for in short
+    steps.
+
+    The kernel may hand SIGTERM to any thread that does not block it (tqdm's monitor, torch's
+    threads); Python runs the handler in the main thread, but only once that thread runs
+    Python code again, and a wait without a timeout for a result that takes minutes would
+    hold the stop back that long."""
+    from multiprocessing import TimeoutError as NotYet
+
+    chunks = [items[i : i + chunksize] for i in range(0, len(items), max(1, chunksize))]
+    imap = pool.imap if ordered else pool.imap_unordered
+    results = imap(partial(_chunk_results, function), chunks)  # one task per chunk
+    while True:
+        try:
+            yield from results.next(timeout=poll_seconds)
+        except StopIteration:
+            return
+        except NotYet:
+            continue
+
+
+def _chunk_results(function: Callable, chunk: Sequence) -> list:
+    return [function(item) for item in chunk]
+
+
+def _end_with_parent() -> None:
+    import multiprocessing
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        # Another C library without prctl: the parent's own stopping is what remains.
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the parent ended before the death signal was set
 
 
 PROBABILITY_FLOOR = 1e-12  # the geometric mean's floor: an exact 0 does not zero a blend
@@ -305,3 +413,55 @@ def setup_logging(level: int = logging.INFO, stream=None) -> None:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s]: %(message)s"))
     handler.addFilter(_NotArgus())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+# --------------------------------------------------------------------------------------
+# Listing folders: what is not a regular readable file is named and skipped
+# --------------------------------------------------------------------------------------
+
+FILE_NOT_FOUND = "file not found"
+_ODD_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file this process can read, found without opening it; None
+    when it is one. Everything that lists or decodes audio asks this first: opening a FIFO
+    blocks until something writes to it, and a device file reads on without end."""
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links, as opening would
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if error.errno == errno.ENOENT:
+            return "a broken symbolic link" if os.path.islink(path) else FILE_NOT_FOUND
+        return error.strerror or str(error)
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    for is_kind, kind in _ODD_KINDS:
+        if is_kind(mode):
+            return f"{kind}, not a regular file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def readable_files(candidates: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """The regular readable files among `candidates` (sorted), and 'PATH: reason' for each of
+    the others (FIFOs, sockets, device files, broken links and link loops, unreadable files),
+    each also named in a warning: listed folders skip them, never hang on them."""
+    files, skipped = [], []
+    for path in sorted(candidates):
+        problem = file_problem(path)
+        if problem is None:
+            files.append(path)
+        else:
+            skipped.append(f"{path}: {problem}")
+            log.warning("skipped %s: %s", path, problem)
+    return files, skipped

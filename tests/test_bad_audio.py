@@ -4,7 +4,12 @@ decoder failures of any kind, forged headers, truncated files, and tag_audio.py'
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,7 @@ from src.data.audio import (
     LibrosaLogMel,
     SpectrogramError,
     TorchLogMel,
+    list_audio_files,
     load_audio,
     read_audio,
     trim_audio,
@@ -28,6 +34,7 @@ from src.data.audio import (
 from src.data.store import Extraction, get_store
 from src.prediction.tiling import PredictionError, Predictor
 from src.training.callbacks.checkpoints import save_model_atomic
+from src.utils import file_problem
 from tests.helpers import FakeSoundDevice, save_cnn_checkpoint, tone, write_wav
 
 LOUD = 1e30  # finite in float32, but its square is not
@@ -398,3 +405,99 @@ def test_the_demo_stops_on_microphone_samples_without_a_finite_log_mel(
     assert demo.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: the microphone: NaN or infinite samples: no finite log-mel"
+
+
+# ---------------------------------------------------------------- odd file-system objects
+
+ODD = {
+    "fifo.wav": "a FIFO (named pipe), not a regular file",
+    "socket.wav": "a socket, not a regular file",
+    "device.wav": "a character device, not a regular file",
+    "loop.wav": "a symbolic link loop",
+    "broken.wav": "a broken symbolic link",
+    "locked.wav": "not readable (permission denied)",
+}
+
+
+@contextmanager
+def never_hangs(seconds: int = 20):
+    """Opening a FIFO blocks until something writes to it: fail instead of waiting forever."""
+
+    def hung(signum, frame):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def odd_folder(tmp_path, monkeypatch):
+    """One real clip among every odd object an audio folder can hold, all named *.wav (and the
+    same one level down). `locked.wav` is unreadable (tests run as root, who reads anything: its
+    permission is what os.access answers)."""
+    folder = tmp_path / "clips"
+    servers = []
+    for where in (folder, folder / "deeper"):
+        write_wav(where / "good.wav", tone(0.5))
+        os.mkfifo(where / "fifo.wav")
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(where / "socket.wav"))
+        servers.append(server)
+        (where / "device.wav").symlink_to("/dev/null")
+        (where / "loop.wav").symlink_to(where / "loop.wav")
+        (where / "broken.wav").symlink_to(where / "gone.wav")
+        write_wav(where / "locked.wav", tone(0.5))
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: Path(p).name != "locked.wav" and real_access(p, mode)
+    )
+    yield folder
+    for server in servers:
+        server.close()
+
+
+def test_file_problem_names_every_odd_object_without_opening_it(odd_folder):
+    with never_hangs():
+        assert file_problem(odd_folder / "good.wav") is None
+        assert {name: file_problem(odd_folder / name) for name in ODD} == ODD
+        assert file_problem(odd_folder / "deeper") == "a folder, not a file"
+        assert file_problem(odd_folder / "absent.wav") == "file not found"
+
+
+def test_every_listing_names_and_skips_odd_objects(odd_folder, caplog):
+    from src.data.dataset_maker import ClassNames, Report, read_folder
+    from src.data.labels import absent_audio
+    from src.tools.tagging.clips import collect_audio_files
+
+    deeper = odd_folder / "deeper"
+    with never_hangs(), caplog.at_level(logging.WARNING):
+        assert list_audio_files(odd_folder) == [odd_folder / "good.wav"]  # the test folder's
+        assert collect_audio_files([odd_folder]) == [deeper / "good.wav", odd_folder / "good.wav"]
+        report = Report()
+        clips = read_folder(odd_folder.parent, ClassNames(report), report)  # make_dataset's
+        assert sorted(c.path.name for c in clips) == ["good.wav", "good.wav"]
+        assert sorted(report.not_regular) == sorted(
+            f"{where / name}: {reason}"
+            for where in (odd_folder, deeper)
+            for name, reason in ODD.items()
+        )
+        listed = absent_audio(["good.wav", *ODD, "gone.wav"], odd_folder)  # the CSV-listed sets'
+    assert listed == [f"{name} ({reason})" for name, reason in ODD.items()] + ["gone.wav"]
+    warned = [r.getMessage() for r in caplog.records]
+    for name, reason in ODD.items():
+        assert f"skipped {odd_folder / name}: {reason}" in warned
+
+
+def test_decoding_an_odd_object_given_by_name_fails_at_once(odd_folder):
+    from src.data.dataset_maker import decode_problem
+
+    with never_hangs():
+        for name, reason in ODD.items():
+            with pytest.raises(AudioDecodeError, match=re.escape(reason)):
+                load_audio(odd_folder / name)
+            assert decode_problem(odd_folder / name) == reason

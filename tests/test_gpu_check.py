@@ -30,6 +30,7 @@ STEPS = [
     "predict_bench",
     "kernel_estimate",
     "search_trial",
+    "train_resume",
     "train_compiled",
 ]
 
@@ -126,6 +127,10 @@ def test_dry_run_report_tables(dry_run):
     assert any(name.startswith("step only, bf16") for name in figures)
     assert any(name.startswith("predict_folds.py fold 0") for name in figures)
     assert any(name.startswith("stacking kernel estimate") for name in figures)
+    resumed = json.loads((out / "train_resume.json").read_text())
+    assert resumed["exact"] and resumed["saved_epoch"] == 0 and resumed["epochs"] == 2
+    assert set(resumed["largest_differences"].values()) == {0.0}  # bit for bit on the CPU
+    assert "terminated (SIGTERM)" in (out / "logs" / "train_resume.log").read_text()
     assert all(f["share of bf16 peak"] == "n/a" for f in figures.values())  # not full size
     runs = report["training_runs"]
     assert runs["train_faithful"]["epoch_samples"] == runs["train_fast"]["epoch_samples"] == 64

@@ -165,3 +165,39 @@ def test_an_unknown_experiment_name_lists_the_closest_ones(tmp_path):
     assert "trained: my_run" in message and "registered: auxiliary_016" in message
     with pytest.raises(ConfigError, match="did you mean my_run"):
         find_experiment(tmp_path, "my_rnu")
+
+
+class FoldMarker:
+    """A stand-in for fold k's stacking MLP: every probability it gives is (k + 1) / 10."""
+
+    def __init__(self, fold: int, n_classes: int) -> None:
+        self.fold, self.n_classes = fold, n_classes
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(batch), self.n_classes), (self.fold + 1) / 10)
+
+
+def test_stacking_oof_predicts_each_fold_with_its_own_model(tiny_data, monkeypatch):
+    # The models come in an order that is not the folds' (as a dict filled as folds finish):
+    # pairing folds and models by position would give fold 0's clips fold 3's model.
+    from src.data.labels import load_folds
+    from src.prediction import ensemble
+
+    paths = get_paths()
+    classes = ("a", "b", "c")
+    order = [3, 0, 4, 1, 2]
+    models = {fold: FoldMarker(fold, len(classes)) for fold in order}
+    stacking = ensemble.StackingModels("stacking_x", classes, models, ["first"])
+    monkeypatch.setattr(ensemble, "load_stacking", lambda *args: stacking)
+    monkeypatch.setattr(
+        ensemble,
+        "read_oof_tiles",
+        lambda _dir, _inputs, fnames, *rest: (
+            [np.zeros((2, len(classes)), np.float32)] * len(fnames)
+        ),
+    )
+    oof = ensemble.stacking_oof("stacking_x", paths, "cpu")
+    folds = load_folds(paths).set_index("fname")["fold"]
+    assert sorted(folds.unique()) == [0, 1, 2, 3, 4] and list(oof.columns[-3:]) == list(classes)
+    for fname, row in oof.set_index("fname").iterrows():
+        assert row.to_numpy() == pytest.approx([(folds[fname] + 1) / 10] * 3), fname

@@ -2,6 +2,7 @@
 
 import json
 import re
+from types import SimpleNamespace
 
 import argus
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 import torch
 from argus.callbacks import Callback
 
-from src.config import get_paths, load_vocabulary
+from src.config import ConfigError, get_paths, load_vocabulary
 from src.experiments import EXPERIMENTS, FIRST_LEVEL, STACKING, resolve
 from src.models.argus_models import FreesoundModel, resolve_amp
 from src.runs import STATE_FILE, ExperimentExistsError, prepare_experiment_dir
+from src.training.callbacks.resume import resume
 from src.training.command import train_command
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.loop import run_fold
@@ -151,6 +153,62 @@ def test_resuming_after_a_kill_gives_the_uninterrupted_result(tiny_data, tmp_pat
         assert torch.equal(value, torch.load(b, weights_only=True)["nn_state_dict"][key]), key
 
 
+@pytest.mark.filterwarnings("ignore:for (weight|bias). copying from a non-meta")
+def test_resuming_on_a_gpu_hands_torch_cpu_byte_rng_states(tmp_path, monkeypatch):
+    # This machine plays a GPU with the meta device: the model's parameters are there, and
+    # torch.load puts what it is asked to map anywhere but the CPU there (as CUDA puts it on
+    # the GPU). torch takes RNG states back only as CPU byte tensors: the spies refuse others
+    # with torch's message.
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(network.parameters())
+    network(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.manual_seed(5)
+    saved_rng = torch.get_rng_state()
+    state = {
+        "epoch": 0,
+        "nn_state_dict": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": {},
+        "torch_rng": saved_rng,
+        "cuda_rng": [saved_rng.clone()],
+    }
+    torch.save(state, tmp_path / STATE_FILE)
+    real_load, real_set_rng_state = torch.load, torch.set_rng_state
+
+    def load_as_a_gpu_would(source, map_location=None, **kwargs):
+        data = real_load(source, map_location="cpu", **kwargs)
+        if map_location is None or torch.device(map_location).type == "cpu":
+            return data
+        return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.to("meta"), data)
+
+    handed = []
+
+    def cpu_bytes_only(state):
+        if state.device.type != "cpu" or state.dtype != torch.uint8:
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        handed.append(state)
+        return state
+
+    monkeypatch.setattr(torch, "load", load_as_a_gpu_would)
+    monkeypatch.setattr(torch, "set_rng_state", lambda s: real_set_rng_state(cpu_bytes_only(s)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: [cpu_bytes_only(x) for x in s])
+    on_gpu = torch.nn.Linear(3, 2, device="meta")
+    model = SimpleNamespace(
+        device=torch.device("cuda"),
+        get_nn_module=lambda: on_gpu,
+        optimizer=torch.optim.Adam(on_gpu.parameters()),
+    )
+    torch.manual_seed(6)
+    saved, start_epoch = resume(model, tmp_path)
+    assert saved["epoch"] == 0
+    assert start_epoch == 1 and len(handed) == 2  # the CPU generator's state and the GPU's
+    assert torch.equal(torch.get_rng_state(), saved_rng)
+    assert model.optimizer.state_dict()["state"][0]["step"] == 1
+    assert model.optimizer.state_dict()["state"][0]["exp_avg"].device == on_gpu.weight.device
+
+
 def assert_same_run(a, b):
     """Two fold folders hold the same run: every epoch's metrics and the best weights."""
     logs = [pd.read_csv(d / "log.csv").drop(columns="time") for d in (a, b)]
@@ -238,3 +296,66 @@ def test_epoch_lines_go_to_the_log_file_unless_verbose(tiny_data, capfd):
     assert "corr_noisy_007 fold 0: " in out  # the summary stays
     assert train_command([*args, "--force", "--verbose"], "", kind="cnn") == 0
     assert "val - epoch: 0" in capfd.readouterr().out
+
+
+def test_a_resume_under_other_audio_settings_or_corrections_is_refused(tmp_path):
+    import hashlib
+
+    from src.config import AudioConfig, Paths
+    from src.runs import audio_record, corrections_record, read_params
+
+    paths = Paths(input_dir=tmp_path, save_dir=tmp_path, experiments_dir=tmp_path / "experiments")
+    paths.corrections_dir.mkdir()
+    fix = paths.corrections_dir / "corrections.json"
+    fix.write_text('{"a.wav": ["Bark"]}')
+    config = {"kind": "cnn", "scale": "smoke", "corrections": {"curated": "corrections.json"}}
+
+    def record(rule="original", mode="required"):
+        return {
+            "config": config,
+            "seed": 1,
+            "audio": audio_record(AudioConfig(short_clip_rule=rule)),
+            "corrections": corrections_record(paths, config, mode),
+        }
+
+    folder = tmp_path / "experiments" / "x"
+    prepare_experiment_dir(folder, record(), force=False)
+    (folder / "fold_0").mkdir()
+    assert read_params(folder)["corrections"]["files"] == {
+        "corrections.json": hashlib.sha256(fix.read_bytes()).hexdigest()
+    }
+    prepare_experiment_dir(folder, record(), force=False)  # the same: it resumes
+    with pytest.raises(ExperimentExistsError, match=r"audio short_clip_rule \(original -> cen"):
+        prepare_experiment_dir(folder, record("centered"), force=False)
+    with pytest.raises(ExperimentExistsError, match=r"corrections mode \(required -> none\)"):
+        prepare_experiment_dir(folder, record(mode="none"), force=False)
+    fix.write_text('{"a.wav": ["Meow"]}')  # a review session edited the file
+    with pytest.raises(ExperimentExistsError, match="corrections files .*--force"):
+        prepare_experiment_dir(folder, record(), force=False)
+    prepare_experiment_dir(folder, record(), force=True)
+    assert not (folder / "fold_0").exists()
+
+
+def test_an_old_record_is_read_as_the_defaults_of_its_time(tmp_path):
+    from src.config import AudioConfig
+    from src.runs import audio_record, check_audio_settings, read_params
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    old = {"config": {"kind": "cnn", "scale": "full"}, "seed": 1, "runtime": {}}
+    (folder / "params.json").write_text(json.dumps(old))
+    record = read_params(folder)
+    assert record["audio"]["short_clip_rule"] == "original"
+    assert record["corrections"] == {"mode": "required", "files": None}  # files: not compared
+    check_audio_settings(record, "old", AudioConfig())
+    with pytest.raises(ConfigError, match="short_clip_rule original .here centered.*=original"):
+        check_audio_settings(record, "old", AudioConfig(short_clip_rule="centered"))
+    again = {**old, "audio": audio_record(AudioConfig()), "corrections": {"mode": "required"}}
+    again["corrections"]["files"] = {"corrections.json": "ab" * 32}
+    prepare_experiment_dir(folder, again, force=False)  # compared as far as the old one knows
+    with pytest.raises(ExperimentExistsError, match="short_clip_rule"):
+        prepare_experiment_dir(
+            folder,
+            {**again, "audio": audio_record(AudioConfig(short_clip_rule="centered"))},
+            force=False,
+        )

@@ -39,6 +39,7 @@ import soundfile
 import torch
 
 from src.config import AUDIO, AudioConfig
+from src.utils import file_problem, readable_files
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif", ".m4a")
 TRIM_TOP_DB = 60
@@ -213,8 +214,9 @@ def load_audio(
     """
     path = Path(path)
     with file_failure(path):
-        if not path.is_file():
-            raise AudioDecodeError(path, "file not found" if not path.exists() else "not a file")
+        problem = file_problem(path)
+        if problem is not None:
+            raise AudioDecodeError(path, problem)
         if path.stat().st_size == 0:
             raise AudioDecodeError(path, "empty file (0 bytes)")
         audio, native_sr = decode(path, max_seconds)
@@ -591,8 +593,7 @@ def read_as_melspectrogram(path: str | os.PathLike, config: AudioConfig = AUDIO)
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
-    """Audio files directly inside `folder`, in sorted path order (as the original listed test)."""
-    folder = Path(folder)
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
+    """Audio files directly inside `folder`, in sorted path order (as the original listed test);
+    what is not a readable regular file is named in a warning and left out."""
+    names = (p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    return readable_files(names)[0]

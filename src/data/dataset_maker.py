@@ -40,7 +40,7 @@ import soundfile
 
 from src.config import ConfigError
 from src.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode, file_failure
-from src.utils import staged_folder
+from src.utils import FILE_NOT_FOUND, file_problem, readable_files, staged_folder
 
 PATH_COLUMNS = ("path", "fname", "file")
 LABEL_COLUMNS = ("labels", "label")
@@ -69,6 +69,7 @@ class Report:
     undecodable: list[str] = field(default_factory=list)  # "path: reason"
     missing: list[str] = field(default_factory=list)  # CSV paths that do not exist
     not_audio: list[str] = field(default_factory=list)
+    not_regular: list[str] = field(default_factory=list)  # "path: a FIFO, ..." (never opened)
     duplicates: list[str] = field(default_factory=list)  # "path = kept path"
     merged_labels: list[str] = field(default_factory=list)  # duplicates filed under other classes
     unknown_labels: list[str] = field(default_factory=list)  # noisy/test labels not in classes
@@ -83,6 +84,7 @@ class Report:
             ("empty classes, left out", self.empty_classes),
             ("undecodable files, left out", self.undecodable),
             ("CSV paths not found, left out", self.missing),
+            ("not regular readable files (FIFOs, sockets, links, ...), left out", self.not_regular),
             ("duplicate recordings, kept once", self.duplicates),
             ("duplicates filed under several classes, labels merged", self.merged_labels),
             ("labels outside the training classes, left out", self.unknown_labels),
@@ -144,6 +146,9 @@ def is_audio(path: Path) -> bool:
 
 def decode_problem(path: Path) -> str | None:
     """None when `path` decodes to at least one sample, else the reason."""
+    problem = file_problem(path)
+    if problem is not None:
+        return problem
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
@@ -173,11 +178,14 @@ def read_folder(root: Path, names: ClassNames, report: Report) -> list[Clip]:
         if entry.is_file():
             report.not_audio.append(f"{entry} (outside any class folder)")
     for folder in classes:
-        files = sorted(
+        entries = (
             p
             for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            if not p.is_dir()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
+        files, odd = readable_files(entries)
+        report.not_regular.extend(odd)
         audio = [p for p in files if is_audio(p)]
         report.not_audio.extend(str(p) for p in files if not is_audio(p))
         name = names(folder.name)
@@ -210,8 +218,12 @@ def read_csv_source(path: Path, names: ClassNames, report: Report) -> list[Clip]
         if not parts:
             unlabelled.append(f"line {row} ({file})")
             continue
-        if not audio.is_file():
+        problem = file_problem(audio)
+        if problem == FILE_NOT_FOUND:
             report.missing.append(str(file))
+            continue
+        if problem is not None:
+            report.not_regular.append(f"{audio}: {problem}")
             continue
         clips.append(Clip(audio, list(dict.fromkeys(names(p) for p in parts))))
     if unlabelled:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.corrections import apply_corrections, find_corrections, relabelled_only
+from src.utils import FILE_NOT_FOUND, file_problem
 
 FOLDS_SEED = 42
 LABEL_COLUMNS = ("fname", "labels")
@@ -64,10 +65,16 @@ def read_labels_csv(
 
 
 def absent_audio(fnames: Iterable[str], audio_dir: str | os.PathLike) -> list[str]:
-    """The listed file names that are not a file in `audio_dir` (a folder of that name counts
-    as absent)."""
+    """The listed file names that are not a regular readable file in `audio_dir`, each with
+    its reason unless it is simply not there ('a.wav (a FIFO (named pipe), not a regular
+    file)'); nothing is opened."""
     audio_dir = Path(audio_dir)
-    return [f for f in fnames if not (audio_dir / f).is_file()]
+    absent = []
+    for fname in fnames:
+        problem = file_problem(audio_dir / fname)
+        if problem is not None:
+            absent.append(fname if problem == FILE_NOT_FOUND else f"{fname} ({problem})")
+    return absent
 
 
 def listed_audio_files(csv_path: Path, audio_dir: Path) -> list[Path]:

@@ -45,7 +45,7 @@ from src.data.audio import (
     read_audio,
 )
 from src.data.labels import listed_audio_files
-from src.utils import interrupts_left_to_main, remove_leftovers_of, staged_folder, writer_lock
+from src.utils import pool_map, remove_leftovers_of, staged_folder, start_pool, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +168,18 @@ def _results(files: Sequence[Path], extraction: Extraction, config: AudioConfig)
     on_gpu = torch.device(extraction.device).type != "cpu"
     worker_backend = None if on_gpu else extraction.backend
     init_args = (config, worker_backend, extraction.precision)
-    if extraction.workers > 1:
-        # fork starts in milliseconds; a process that already holds CUDA must spawn.
-        method = "spawn" if torch.cuda.is_initialized() or os.name != "posix" else "fork"
-        with interrupts_left_to_main():
-            pool = get_context(method).Pool(extraction.workers, _init_worker, init_args)
-        chunk = max(1, min(16, len(files) // (4 * extraction.workers)))
-        decoded = pool.imap(_process, files, chunksize=chunk)
-    else:
-        pool = None
-        _init_worker(*init_args)
-        decoded = map(_process, files)
+    pool = None
     try:
+        if extraction.workers > 1:
+            # fork starts in milliseconds; a process that already holds CUDA must spawn.
+            method = "spawn" if torch.cuda.is_initialized() or os.name != "posix" else "fork"
+            context = get_context(method)
+            pool = start_pool(context, extraction.workers, _init_worker, init_args)
+            chunk = max(1, min(16, len(files) // (4 * extraction.workers)))
+            decoded = pool_map(pool, _process, files, chunk)
+        else:
+            _init_worker(*init_args)
+            decoded = map(_process, files)
         if not on_gpu:
             yield from decoded
             return

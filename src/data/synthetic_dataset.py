@@ -47,9 +47,10 @@ from src.data.synthetic_clips import (
 )
 from src.utils import (
     LOCK_FILE,
-    interrupts_left_to_main,
+    pool_map,
     remove_leftovers_of,
     staged_folder,
+    start_pool,
     write_json_atomic,
     writer_lock,
 )
@@ -178,10 +179,8 @@ def _generate_into(
     bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
     with bar:
         if workers > 1 and len(jobs) > 1:
-            with interrupts_left_to_main():
-                pool = multiprocessing.get_context("spawn").Pool(workers)
-            with pool:
-                for _ in pool.imap_unordered(_write_clip, jobs, chunksize=4):
+            with start_pool(multiprocessing.get_context("spawn"), workers) as pool:
+                for _ in pool_map(pool, _write_clip, jobs, 4, ordered=False):
                     bar.update()
         else:
             for job in jobs:

@@ -13,12 +13,12 @@ from functools import partial
 import torch
 
 from src.cli import default_device, fail, parse_folds
-from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
+from src.config import ConfigError, Paths, default_num_workers, get_paths, load_vocabulary
 from src.data.labels import folds_digest, load_folds
 from src.experiment_files import load_experiment
 from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
-from src.runs import prepare_experiment_dir
+from src.runs import audio_record, corrections_record, prepare_experiment_dir
 from src.training.distributed import barrier, init_distributed, launched_by_torchrun
 from src.training.first_level import build_fold, fold_builder, load_first_level_data
 from src.training.fold_queue import parse_devices, train_folds_parallel
@@ -83,13 +83,18 @@ def corrections_mode(scale: str, no_corrections: bool = False) -> str:
     return "if-present" if scale != "full" else "required"
 
 
-def run_record(config: dict, vocabulary, options: RunOptions, split) -> dict:
-    """What params.json records of a run and a rerun must match (`prepare_experiment_dir`)."""
+def run_record(
+    config: dict, vocabulary, options: RunOptions, split, paths: Paths, corrections: str
+) -> dict:
+    """What params.json records of a run and a rerun must match (`prepare_experiment_dir`):
+    the configuration, classes, seed and folds, the audio settings and the labels' corrections."""
     return {
         "config": config,
         "classes": list(vocabulary.classes),
         "seed": options.seed,
         "folds": folds_digest(split),
+        "audio": audio_record(),
+        "corrections": corrections_record(paths, config, corrections),
     }
 
 
@@ -189,7 +194,7 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         corrections = corrections_mode(scale, args.no_corrections)
         load, build, builder = SETUPS[kind]
         experiment_dir = paths.experiment_dir(name)
-        record = run_record(config, vocabulary, options, split)
+        record = run_record(config, vocabulary, options, split, paths, corrections)
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:

@@ -17,7 +17,7 @@ from src.config import ConfigError
 from src.runs import fold_dir, fold_finished, read_finished
 from src.training.loop import run_fold
 from src.training.parts import MONITOR, FoldParts, Schedule
-from src.utils import interrupts_left_to_main, setup_logging
+from src.utils import as_child, setup_logging, starting_children
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def _fold_worker(
     import queue
     import sys
 
+    as_child()
     sys.stdout = _PrefixedStream(sys.__stdout__, f"[{device}] ")
     setup_logging(stream=sys.stdout)
     torch.set_num_threads(threads)
@@ -124,11 +125,11 @@ def train_folds_parallel(
         )
         for device in devices[: max(1, len(pending))]
     ]
-    with interrupts_left_to_main():  # Ctrl-C is the parent's to handle, not every worker's
-        for worker in workers:
-            worker.start()
     collected = {}
     try:
+        with starting_children():
+            for worker in workers:
+                worker.start()
         while len(collected) < len(pending):
             if not any(w.is_alive() for w in workers) and results.empty():
                 break
@@ -137,13 +138,15 @@ def train_folds_parallel(
             except Exception:
                 continue
             collected[fold] = result
-    except KeyboardInterrupt:
-        for worker in workers:  # they ignore Ctrl-C; a fold's next run resumes from last.pth
-            worker.terminate()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: a fold's next run resumes from last.pth
+        for worker in workers:
+            if worker.pid is not None:  # started
+                worker.terminate()
         raise
     finally:
         for worker in workers:
-            worker.join()
+            if worker.pid is not None:
+                worker.join()
     failed = {f: r["error"] for f, r in collected.items() if "error" in r}
     lost = sorted(set(pending) - set(collected))
     if failed or lost:

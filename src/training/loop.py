@@ -43,7 +43,7 @@ from src.training.callbacks.checkpoints import AtomicCheckpoint
 from src.training.callbacks.console import epoch_lines_to_log_only
 from src.training.callbacks.curves import TrainingCurves
 from src.training.callbacks.progress import FoldProgress, ProgressBar
-from src.training.callbacks.resume import ResumeState, load_resume_state, restore_model
+from src.training.callbacks.resume import ResumeState, resume
 from src.training.callbacks.samples import SampleCounter
 from src.training.distributed import barrier
 from src.training.parts import MONITOR, FoldParts, Schedule
@@ -82,8 +82,7 @@ def _run_fold(
     verbose: bool,
 ) -> dict:
     model = parts.model
-    saved = load_resume_state(fold_dir, model.device)
-    start_epoch = restore_model(model, saved) if saved else 0
+    saved, start_epoch = resume(model, fold_dir)
     if saved and saved.get("stopped"):
         start_epoch = schedule.max_epochs  # interrupted between its last epoch and finishing
     if parts.sampler is not None:

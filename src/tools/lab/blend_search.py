@@ -20,7 +20,6 @@ import heapq
 import math
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from src.models.metrics import PositiveLabels
-from src.utils import PROBABILITY_FLOOR, interrupts_left_to_main
+from src.utils import PROBABILITY_FLOOR, pool_map, start_pool
 
 METHODS = ("auto", "exhaustive", "greedy")
 # `auto` enumerates up to this many blends (about a minute on 2 cores at the competition's
@@ -176,14 +175,9 @@ _BUFFERS: dict[tuple, list[np.ndarray]] = {}  # reused sums, one per depth, per 
 
 
 def _adopt(tables: BlendTables) -> None:
-    """A worker's set-up: the tables, and the signals left to the main process, which stops
-    its workers itself (Ctrl-C is ignored; SIGTERM and SIGHUP end a worker at once)."""
+    """A worker's set-up (after `as_child`): the tables it scores."""
     global _TABLES
     _TABLES = tables
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def _buffers(shape: tuple[int, ...], count: int) -> list[np.ndarray]:
@@ -207,8 +201,7 @@ class Workers:
             return self
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with interrupts_left_to_main():
-            self.pool = context.Pool(self.workers, initializer=_adopt, initargs=(self.tables,))
+        self.pool = start_pool(context, self.workers, _adopt, (self.tables,))
         return self
 
     def __exit__(self, kind, error, trace) -> None:
@@ -226,7 +219,7 @@ class Workers:
         """Results in the order the tasks finish."""
         if self.pool is None:
             return map(function, tasks)
-        return self.pool.imap_unordered(function, tasks, chunksize=1)
+        return pool_map(self.pool, function, tasks, ordered=False)
 
 
 def _bar(progress: bool, total: int | None, what: str) -> tqdm:

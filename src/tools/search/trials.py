@@ -112,7 +112,9 @@ class Search:
                 "storage": self.storage_shown,
             },
         }
-        record = run_record(config, self.vocabulary, self.options, split)
+        record = run_record(
+            config, self.vocabulary, self.options, split, self.paths, self.corrections
+        )
         prepare_experiment_dir(experiment_dir, record, force=False, runtime=runtime)
         schedule = Schedule.from_config(config)
         reports: list[TrialReport] = []

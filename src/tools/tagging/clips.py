@@ -22,6 +22,7 @@ from src.data.audio import (
     trim_audio,
 )
 from src.prediction.tiling import tile_layout
+from src.utils import readable_files
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,14 @@ class Clip:
 def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given, folders expanded to their audio files (recursively, sorted).
 
-    A path that does not exist is kept: reading it reports it as skipped.
+    A path given that is not a readable file is kept: reading it reports it as skipped. In a
+    folder, what is not one (a FIFO, a socket, a broken link, ...) is named and left out.
     """
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-            )
+            names = (p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = readable_files(p for p in names if not p.is_dir())[0]
             if not found:
                 raise ConfigError(f"{item}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) inside")
             files.extend(found)

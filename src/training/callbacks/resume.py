@@ -24,12 +24,29 @@ from src.runs import STATE_FILE, read_checkpoint
 from src.utils import tmp_name
 
 
-def load_resume_state(fold_dir: Path, map_location: str | torch.device = "cpu") -> dict | None:
-    """The fold's saved state, or None when it has none (a fresh fold)."""
+def load_resume_state(fold_dir: Path) -> dict | None:
+    """The fold's saved state, read on the CPU, or None when it has none (a fresh fold).
+
+    Always the CPU, whatever device the model is on: torch takes RNG states only as CPU byte
+    tensors (on a GPU, `set_rng_state` refuses "RNG state must be a torch.ByteTensor"), and
+    loading the network's and optimizer's state dicts moves their tensors to the parameters'
+    device anyway."""
     path = fold_dir / STATE_FILE
     if not path.is_file():
         return None
-    return read_checkpoint(path, map_location=map_location)
+    return read_checkpoint(path, map_location="cpu")
+
+
+def resume(model, fold_dir: Path) -> tuple[dict | None, int]:
+    """The fold's saved state (None for a fresh fold) restored into `model`, and the epoch to
+    start at."""
+    saved = load_resume_state(fold_dir)
+    return saved, restore_model(model, saved) if saved else 0
+
+
+def cpu_rng_state(state: torch.Tensor) -> torch.Tensor:
+    """An RNG state as torch takes it back: a CPU byte tensor."""
+    return state.to(device="cpu", dtype=torch.uint8)
 
 
 def restore_model(model, saved: dict) -> int:
@@ -40,9 +57,9 @@ def restore_model(model, saved: dict) -> int:
     model.optimizer.load_state_dict(saved["optimizer"])
     if hasattr(model, "scaler") and saved.get("scaler"):
         model.scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["torch_rng"])
+    torch.set_rng_state(cpu_rng_state(saved["torch_rng"]))
     if saved.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        torch.cuda.set_rng_state_all([cpu_rng_state(s) for s in saved["cuda_rng"]])
     return int(saved["epoch"]) + 1
 
 

@@ -15,7 +15,7 @@ per-class lwlrap against the best single experiment (--plot: as a PNG; --per-cla
 
 --write FILE saves the chosen set as a stacking experiment file (base
 stacking_008_fcnet_43040, named after the file) that stacking_train.py --experiment,
-stacking_predict.py --stacking and blend_predict.py --experiments take; the commands are
+stacking_predict.py --experiments and blend_predict.py --experiments take; the commands are
 printed.
 """
 

@@ -164,7 +164,7 @@ def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] =
 
 def experiment_name(spec: str) -> str:
     """The name a registered experiment or an experiment file trains under: what its folder
-    in experiments/ is called (stacking_predict.py --stacking takes either)."""
+    in experiments/ is called (stacking_predict.py --experiments takes either)."""
     if is_experiment_file(spec):
         return read_experiment_file(Path(spec))[0]
     return spec

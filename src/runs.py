@@ -287,6 +287,24 @@ def train_command_hint(name: str, kind: str, folds: Sequence[int] = ()) -> str:
     return f"`python {script} --experiment {name}{folds_text}`"
 
 
+def checkpoint_file(path: Path, option: str = "checkpoint") -> Path:
+    """`path` when it is a checkpoint file; else an error saying what it is instead: missing,
+    a folder (its best checkpoint named when it holds some), an exported ONNX network."""
+    path = Path(path)
+    if path.is_dir():
+        best = best_checkpoint(path)
+        inside = f": give a checkpoint file, e.g. {best[0]}" if best else ": give a checkpoint file"
+        raise ConfigError(f"{option} {path}: is a folder, not a checkpoint{inside}")
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: checkpoint not found")
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{option} {path}: an ONNX network (export_onnx.py's output), not a checkpoint: "
+            "tag_audio.py and demo.py run it with --onnx"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class TrainedExperiment:
     """An experiment folder with a params.json, and the best checkpoint of each fold found."""

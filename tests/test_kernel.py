@@ -340,7 +340,7 @@ def test_kernel_steps_follow_the_kind_and_mode():
     ]
     stacking = KernelPlan("stacking", ["s1", "s2"])
     assert script_steps(stacking) == [
-        ["stacking_predict.py", "--stacking", "s1,s2", "--batch-size", "64", "--no-progress",
+        ["stacking_predict.py", "--experiments", "s1,s2", "--batch-size", "64", "--no-progress",
          "--fill-undecodable"]
     ]  # fmt: skip
     assert KernelPlan.from_parameters(stacking.to_parameters()) == stacking

@@ -29,7 +29,7 @@ from pathlib import Path
 from src.config import REPO_ROOT, WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiments import STACKING, resolve
 from src.kaggle.runtime import KernelPlan, with_stacking_inputs
-from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_params
+from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_experiment, read_params
 from src.utils import tmp_name, write_text_atomic
 
 TEMPLATE = Path(__file__).parent / "templates" / "kernel.py"
@@ -159,6 +159,25 @@ def default_plans(
         KernelPlan("blend", tuple(blend), **settings),
         KernelPlan("stacking", tuple(stacking), **settings),
     ]
+
+
+def untrained(plans: Sequence[KernelPlan], experiments_dir: Path) -> list[str]:
+    """What the kernels of `plans` would miss on Kaggle, one entry per experiment without a
+    checkpoint for each of its five folds under `experiments_dir` ('NAME (why)'); a train-mode
+    kernel trains its own."""
+    names: list[str] = []
+    for plan in plans:
+        if plan.mode != "train":
+            names.extend(with_stacking_inputs(plan.experiments, experiments_dir))
+    missing = []
+    for name in dict.fromkeys(names):
+        experiment = read_experiment(experiments_dir / name)
+        if experiment is None:
+            missing.append(f"{name} (not trained)")
+        elif experiment.missing():
+            folds = ",".join(map(str, experiment.missing()))
+            missing.append(f"{name} (no checkpoint for fold(s) {folds})")
+    return missing
 
 
 def build_kernels(

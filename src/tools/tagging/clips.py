@@ -34,10 +34,15 @@ class Clip:
 def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given, folders expanded to their audio files (recursively, sorted).
 
-    A path that does not exist is kept: reading it reports it as skipped.
+    A missing audio file is kept: reading it reports it as skipped. A missing path that names
+    no audio file (a folder, a typo) is an error: nothing inside it could be tagged.
     """
     files: list[Path] = []
-    for item in map(Path, inputs):
+    for given, item in zip(map(str, inputs), map(Path, inputs)):
+        if not item.exists() and (
+            given.endswith(("/", os.sep)) or item.suffix.lower() not in AUDIO_EXTENSIONS
+        ):
+            raise ConfigError(f"{given}: no such file or folder")
         if item.is_dir():
             found = sorted(
                 p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS

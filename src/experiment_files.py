@@ -7,7 +7,8 @@ its settings (nested objects are merged key by key); its `name` defaults to the 
 names the experiment's folder:
 
     {"base": "corr_noisy_007", "name": "my_exp", "max_epochs": 30,
-     "model": {"params": {"base_size": 32}}, "datasets": {"noisy": 0.0, "curated": 1.0}}
+     "model": {"params": {"base_size": 32}},
+ "datasets": {"noisy": 0.0, "corrected": 0.0, "curated": 1.0}}
 
 `--set KEY.SUB=VALUE` overrides one setting after the file; VALUE is read as JSON when it
 parses (30, 0.5, true, null, [1, 2], "text") and as text otherwise; for a list setting,
@@ -33,6 +34,7 @@ from src.experiments import (
     DEFAULT_SCALE,
     EXPERIMENTS,
     Config,
+    check_datasets,
     check_resize_ratio,
     merge,
     resolve,
@@ -155,6 +157,7 @@ def load_experiment(spec: str, scale: str = DEFAULT_SCALE, sets: Sequence[str] =
             f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"
         )
     check_resize_ratio(config)
+    check_datasets(config)
     config["name"] = name
     if name != base or all_overrides:
         config["base"] = base

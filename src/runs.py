@@ -30,6 +30,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from src.cli import command_line
 from src.config import (
     FAT2019_CLASSES,
     N_FOLDS,
@@ -225,6 +226,28 @@ def what_shapes_the_run(record: dict) -> dict:
     return json.loads(json.dumps({**shaped, "config": config}))  # tuples -> lists
 
 
+def differences(old: object, new: object, prefix: str = "", limit: int = 6) -> list[str]:
+    """'key.sub: old -> new' for every setting that differs between two records (the first
+    `limit`, then how many more)."""
+    found: list[str] = []
+
+    def walk(a: object, b: object, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key, "(none)"), b.get(key, "(none)"), f"{path}{key}.")
+        elif a != b:
+            found.append(f"{path.rstrip('.')}: {_short(a)} -> {_short(b)}")
+
+    walk(old, new, prefix)
+    more = len(found) - limit
+    return found[:limit] + ([f"{more} more"] if more > 0 else [])
+
+
+def _short(value: object, width: int = 40) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def prepare_experiment_dir(
     experiment_dir: Path, record: dict, force: bool, runtime: dict | None = None
 ) -> None:
@@ -252,11 +275,15 @@ def prepare_experiment_dir(
             # A record of an older version has no folds fingerprint: it cannot be compared.
             existing.setdefault("folds", wanted.get("folds"))
             changed = sorted(key for key in wanted if existing.get(key) != wanted[key])
-            if changed:
+            started = any(experiment_dir.glob("fold_*"))
+            if changed and started:
                 raise ExperimentExistsError(
-                    f"{experiment_dir} already holds a run with a different {', '.join(changed)}; "
-                    "use --force to delete it and train again"
+                    f"{experiment_dir} already holds a run with a different {', '.join(changed)} "
+                    f"({'; '.join(differences(existing, wanted))}); use --force to delete it and "
+                    "train again"
                 )
+            if changed:  # no fold started: nothing trained under the old record to keep
+                log.info("%s: no fold started; its %s is replaced", experiment_dir, PARAMS_FILE)
     experiment_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic({**record, "runtime": runtime or {}}, params_path)
 
@@ -280,11 +307,21 @@ def check_trained_folds(experiment_dir: Path, digest: str, folds_csv: Path) -> N
 # --------------------------------------------------------------------------------------
 
 
-def train_command_hint(name: str, kind: str, folds: Sequence[int] = ()) -> str:
-    """The command that trains `name` (or its `folds`)."""
+def train_command_hint(
+    name: str, kind: str, folds: Sequence[int] = (), spec: str | None = None
+) -> str:
+    """The command that trains `name` (or its `folds`), quoted: an experiment from a file by
+    the file's path (`spec`), as its name alone is not registered."""
     script = "stacking_train.py" if kind == "stacking" else "train_folds.py"
-    folds_text = f" --folds {','.join(map(str, folds))}" if folds else ""
-    return f"`python {script} --experiment {name}{folds_text}`"
+    folds_words = ["--folds", ",".join(map(str, folds))] if folds else []
+    return f"`{command_line(script, '--experiment', spec or name, *folds_words)}`"
+
+
+def experiment_spec(record: dict) -> str | None:
+    """The experiment file a run was trained from (what --experiment takes to train it
+    again), when it still exists."""
+    path = (record.get("runtime") or {}).get("experiment_file")
+    return path if path and Path(path).is_file() else None
 
 
 def checkpoint_file(path: Path, option: str = "checkpoint") -> Path:
@@ -315,6 +352,7 @@ class TrainedExperiment:
     classes: tuple[str, ...]
     config: dict
     folds: dict[int, tuple[Path, float]]  # fold -> (best checkpoint, its validation score)
+    spec: str | None = None  # the experiment file it was trained from, if any
 
     @property
     def mean_score(self) -> float:
@@ -342,10 +380,13 @@ class TrainedExperiment:
         """The best checkpoint of each of `folds`, or an error naming what to run."""
         missing = self.missing(folds)
         if missing:
+            trained = ",".join(map(str, sorted(self.folds)))
+            use = f"pass --folds {trained} to use the trained one(s), or " if trained else ""
+            absent = ",".join(map(str, missing))
             raise ConfigError(
-                f"experiment {self.name!r} has no checkpoint for fold(s) "
-                f"{','.join(map(str, missing))} in {self.directory}; run "
-                f"{train_command_hint(self.name, self.kind, missing)}"
+                f"experiment {self.name!r} has no checkpoint for fold(s) {absent} in "
+                f"{self.directory} (trained: {trained or 'none'}); {use}train the rest: "
+                f"{train_command_hint(self.name, self.kind, missing, self.spec)}"
             )
         return {fold: self.folds[fold][0] for fold in folds}
 
@@ -369,6 +410,7 @@ def read_experiment(directory: Path) -> TrainedExperiment | None:
         tuple(record.get("classes", ())),
         config,
         folds,
+        experiment_spec(record),
     )
 
 
@@ -397,10 +439,15 @@ def find_experiment(
     if experiment is None and name not in EXPERIMENTS and not directory.exists():
         raise unknown_experiment(name, experiment_names(experiments_dir))
     if experiment is None or not experiment.folds:
-        kind = experiment.kind if experiment is not None else "cnn"
+        kind = (
+            experiment.kind
+            if experiment is not None
+            else EXPERIMENTS.get(name, {}).get("kind", "cnn")
+        )
+        spec = experiment.spec if experiment is not None else None
         raise ConfigError(
             f"experiment {name!r} has no trained models in {directory}; "
-            f"run {train_command_hint(name, kind)} first"
+            f"run {train_command_hint(name, kind, spec=spec)} first"
         )
     if folds is not None:
         experiment.checkpoints(folds)
@@ -561,17 +608,37 @@ def read_probs(
     return frame
 
 
-def check_oof_inputs(predictions_dir: Path, experiments: Sequence[str], folds: Sequence[int]):
-    """Every experiment must have out-of-fold predictions for every fold."""
+def check_oof_inputs(
+    predictions_dir: Path,
+    experiments: Sequence[str],
+    folds: Sequence[int],
+    experiments_dir: Path | None = None,
+):
+    """Every experiment must have out-of-fold predictions for every fold; the error names
+    what to run: prediction, after training when the experiment is not trained (an unknown
+    name gets the closest known ones). `experiments_dir` defaults to experiments/ beside
+    predictions/."""
+    experiments_dir = experiments_dir or predictions_dir.parent / "experiments"
+    for experiment in experiments:  # a misspelt name first, before any other complaint
+        if experiment not in EXPERIMENTS and read_params(experiments_dir / experiment) is None:
+            raise unknown_experiment(experiment, experiment_names(experiments_dir))
     for experiment in experiments:
         for fold in folds:
             probs = oof_dir(predictions_dir, experiment, fold) / PROBS_FILE
-            if not probs.is_file():
-                raise ConfigError(
-                    f"out-of-fold predictions of {experiment!r} fold {fold} are missing ({probs}); "
-                    f"run `python train_folds.py --experiment {experiment}` and "
-                    f"`python predict_folds.py --experiment {experiment}` first"
-                )
+            if probs.is_file():
+                continue
+            trained = read_experiment(experiments_dir / experiment)
+            predict = f"`{command_line('predict_folds.py', '--experiment', experiment)}`"
+            if trained is None or trained.missing(folds):
+                kind = trained.kind if trained is not None else "cnn"
+                spec = trained.spec if trained is not None else None
+                missing = trained.missing(folds) if trained is not None else ()
+                train = train_command_hint(experiment, kind, missing, spec)
+                predict = f"{train} and {predict}"
+            raise ConfigError(
+                f"out-of-fold predictions of {experiment!r} fold {fold} are missing ({probs}); "
+                f"run {predict} first"
+            )
 
 
 def read_oof(

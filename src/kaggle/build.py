@@ -217,13 +217,14 @@ def package_weights(
     """A zip of `experiments/<exp>/params.json` and the best checkpoint of each fold of the
     experiments (stacking ones bring their first-level inputs), to upload as a Kaggle dataset."""
     experiments = with_stacking_inputs(names, experiments_dir)
-    checkpoints, problems = locate_checkpoints(experiments_dir, experiments)
-    if problems:
+    missing = untrained([KernelPlan("blend", tuple(experiments))], experiments_dir)
+    if missing:
         raise ConfigError(
-            f"cannot package the weights from {experiments_dir}:\n  "
-            + "\n  ".join(problems)
-            + "\ntrain them first (train_folds.py / stacking_train.py)"
+            f"cannot package the weights from {experiments_dir}: {'; '.join(missing)} (the "
+            "kernels predict with the five fold models of each experiment: train or import "
+            "them first)"
         )
+    checkpoints, _ = locate_checkpoints(experiments_dir, experiments)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(out)

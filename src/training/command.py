@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -27,7 +28,7 @@ from src.cli import (
 )
 from src.config import ConfigError, default_num_workers, get_paths, load_vocabulary
 from src.data.labels import folds_digest, load_folds
-from src.experiment_files import load_experiment
+from src.experiment_files import is_experiment_file, load_experiment
 from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
 from src.runs import prepare_experiment_dir
@@ -196,7 +197,10 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:
             data = load(config, paths, vocabulary, corrections)
-            prepare_experiment_dir(experiment_dir, record, args.force, runtime=vars(args))
+            runtime = dict(vars(args))
+            if is_experiment_file(args.experiment):  # what a hint gives --experiment to rerun it
+                runtime["experiment_file"] = str(Path(args.experiment).resolve())
+            prepare_experiment_dir(experiment_dir, record, args.force, runtime=runtime)
         barrier()
         if context is not None and not context.is_main:
             data = load(config, paths, vocabulary, corrections)

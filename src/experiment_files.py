@@ -8,7 +8,7 @@ names the experiment's folder:
 
     {"base": "corr_noisy_007", "name": "my_exp", "max_epochs": 30,
      "model": {"params": {"base_size": 32}},
- "datasets": {"noisy": 0.0, "corrected": 0.0, "curated": 1.0}}
+     "datasets": {"noisy": 0.0, "corrected": 0.0, "curated": 1.0}}
 
 `--set KEY.SUB=VALUE` overrides one setting after the file; VALUE is read as JSON when it
 parses (30, 0.5, true, null, [1, 2], "text") and as text otherwise; for a list setting,

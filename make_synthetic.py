@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from src.cli import add_data_dir, add_force, use_data_dir
+from src.cli import add_data_dir, add_force, add_no_progress, use_data_dir
 from src.config import FAT2019_CLASSES, get_paths
 from src.data.synthetic_clips import SyntheticSpec
 from src.data.synthetic_dataset import SyntheticSummary, generate_dataset
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=1, help="generating processes")
     add_force(parser, "replace a synthetic dataset made with other arguments")
+    add_no_progress(parser)
     add_data_dir(parser)
     return parser
 
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes=FAT2019_CLASSES[: args.classes],
             workers=args.workers,
             overwrite=args.force,
+            progress=not args.no_progress,
         )
     except ValueError as error:
         parser.error(str(error))  # a usage error: exit status 2 and the message

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from src.config import N_FOLDS, ConfigError
-from src.utils import setup_logging
+from src.utils import set_progress, setup_logging
 
 __all__ = [
     "add_amp",
@@ -207,8 +207,11 @@ _data_dir_option: str | None = None  # the --data-dir this process was given, if
 
 def use_data_dir(args: argparse.Namespace) -> None:
     """--data-dir, when given, is the data directory of this process and of every process it
-    starts (as FREESOUND_DATA_DIR)."""
+    starts (as FREESOUND_DATA_DIR); --no-progress, when the script has it, hides every bar of
+    the process (spectrogram extraction's too)."""
     global _data_dir_option
+    if hasattr(args, "no_progress"):
+        set_progress(not args.no_progress)
     data_dir = getattr(args, "data_dir", None)
     if data_dir:
         _data_dir_option = os.path.abspath(os.path.expanduser(data_dir))

@@ -42,9 +42,8 @@ def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Probabilities of a stacking MLP for (rows, n_experiments * n_classes) inputs."""
     outputs = []
     for start in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(
-            np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
-        )
+        # A copy: the inputs may be read-only maps of prediction files.
+        batch = torch.from_numpy(np.array(inputs[start : start + batch_size], dtype=np.float32))
         output = model.predict(batch).float().cpu()
         name = getattr(model, "checkpoint_path", "a stacking MLP")
         outputs.append(check_outputs(output, name).numpy())

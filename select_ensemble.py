@@ -68,7 +68,7 @@ def signed(value: float) -> str:
     return f"{value:+.4f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_no_progress(parser)
     add_data_dir(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     use_data_dir(args)
     setup_logging()
     sizes = parse_sizes(args.sizes)

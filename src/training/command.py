@@ -169,8 +169,8 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
             raise ConfigError(f"{name} is not a {kind} experiment: use {other}")
         folds = parse_folds(args.folds)
+        options = run_options(args)  # a device this machine lacks is the first thing said
         split = load_folds(paths, folds)  # stale or missing folds stop here, before extraction
-        options = run_options(args)
         context = None
         if launched_by_torchrun():
             if args.gpus:

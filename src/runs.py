@@ -276,10 +276,12 @@ def prepare_experiment_dir(
             existing.setdefault("folds", wanted.get("folds"))
             changed = sorted(key for key in wanted if existing.get(key) != wanted[key])
             started = any(experiment_dir.glob("fold_*"))
+            before = {key: existing.get(key) for key in changed}
+            after = {key: wanted[key] for key in changed}
             if changed and started:
                 raise ExperimentExistsError(
                     f"{experiment_dir} already holds a run with a different {', '.join(changed)} "
-                    f"({'; '.join(differences(existing, wanted))}); use --force to delete it and "
+                    f"({'; '.join(differences(before, after))}); use --force to delete it and "
                     "train again"
                 )
             if changed:  # no fold started: nothing trained under the old record to keep

@@ -658,6 +658,14 @@ def read_oof(
     return pd.concat(frames, ignore_index=True)
 
 
+def predicted_experiment(folder: Path) -> str:
+    """The experiment whose predictions a folder under predictions/<experiment>/ holds."""
+    for part in [folder, *folder.parents]:
+        if part.parent.name == "predictions":
+            return part.name
+    return folder.name
+
+
 def prediction_classes(folder: Path) -> tuple[str, ...]:
     """What the columns of a prediction folder's <fname>.npy tiles and probs.csv are: the
     classes of the model that made them, as its done.json records them."""
@@ -666,7 +674,7 @@ def prediction_classes(folder: Path) -> tuple[str, ...]:
     if not record.get("classes"):
         raise ConfigError(
             f"{done}: missing or made by an older version (no classes); rerun "
-            "`python predict_folds.py` for this experiment"
+            f"`{command_line('predict_folds.py', '--experiment', predicted_experiment(folder))}`"
         )
     return tuple(record["classes"])
 
@@ -691,7 +699,8 @@ def read_oof_tiles(
             path = folder / f"{fname}.npy"
             if not path.is_file():
                 raise ConfigError(
-                    f"{path}: missing; rerun `python predict_folds.py --experiment {experiment}`"
+                    f"{path}: missing; rerun "
+                    f"`{command_line('predict_folds.py', '--experiment', experiment)}`"
                 )
             if folder not in orders:
                 orders[folder] = class_order(

@@ -157,7 +157,7 @@ def load_folds(paths: Paths, folds: Iterable[int] | None = None) -> pd.DataFrame
             raise ConfigError(
                 f"{paths.folds_csv} has no fold {', '.join(map(str, absent))} (it has folds "
                 f"{', '.join(map(str, have))}): pass --folds {','.join(map(str, have))}, or "
-                "rerun `python make_folds.py` (5 folds by default)"
+                f"rerun `{command_line('make_folds.py')}` (5 folds by default)"
             )
     return table
 
@@ -181,7 +181,7 @@ def check_folds_current(folds: pd.DataFrame, curated_csv: Path, folds_csv: Path)
     if changes:
         raise ConfigError(
             f"{folds_csv} is stale: {curated_csv.name} changed since make_folds.py made it "
-            f"(clips {'; '.join(changes)}); rerun `python make_folds.py`"
+            f"(clips {'; '.join(changes)}); rerun `{command_line('make_folds.py')}`"
         )
 
 

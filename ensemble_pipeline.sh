@@ -94,7 +94,7 @@ folds_done() {  # all five folds of an experiment finished?
 
 if [ "$SCALE" = "smoke" ] && [ ! -f "$DATA/train_curated.csv" ]; then
     say "generating the synthetic dataset in $DATA"
-    "$PYTHON" make_synthetic.py --out "$DATA" --classes 20 --curated-per-class 8 --noisy-per-class 8 --test 40 --workers 2
+    "$PYTHON" make_synthetic.py --out "$DATA" --classes 20 --curated-per-class 8 --noisy-per-class 8 --test 40 --workers 2 --no-progress
 fi
 
 say "folds"

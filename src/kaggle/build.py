@@ -162,13 +162,18 @@ def default_plans(
 
 
 def untrained(plans: Sequence[KernelPlan], experiments_dir: Path) -> list[str]:
-    """What the kernels of `plans` would miss on Kaggle, one entry per experiment without a
-    checkpoint for each of its five folds under `experiments_dir` ('NAME (why)'); a train-mode
-    kernel trains its own."""
+    """What the kernels of `plans` would miss on Kaggle (`missing_folds`); a train-mode kernel
+    trains its own."""
     names: list[str] = []
     for plan in plans:
         if plan.mode != "train":
             names.extend(with_stacking_inputs(plan.experiments, experiments_dir))
+    return missing_folds(names, experiments_dir)
+
+
+def missing_folds(names: Sequence[str], experiments_dir: Path) -> list[str]:
+    """One entry per experiment without a checkpoint for each of its five folds under
+    `experiments_dir` ('NAME (why)')."""
     missing = []
     for name in dict.fromkeys(names):
         experiment = read_experiment(experiments_dir / name)
@@ -217,7 +222,7 @@ def package_weights(
     """A zip of `experiments/<exp>/params.json` and the best checkpoint of each fold of the
     experiments (stacking ones bring their first-level inputs), to upload as a Kaggle dataset."""
     experiments = with_stacking_inputs(names, experiments_dir)
-    missing = untrained([KernelPlan("blend", tuple(experiments))], experiments_dir)
+    missing = missing_folds(experiments, experiments_dir)
     if missing:
         raise ConfigError(
             f"cannot package the weights from {experiments_dir}: {'; '.join(missing)} (the "

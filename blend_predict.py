@@ -18,8 +18,9 @@ import argparse
 from src.cli import add_data_dir, check_output_file, command_line, fail, names_list, use_data_dir
 from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
 from src.experiment_files import blend_members
+from src.experiments import EXPERIMENTS, unknown_experiment
 from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
-from src.runs import PROBS_FILE, read_probs
+from src.runs import PROBS_FILE, experiment_names, read_probs
 from src.utils import write_csv_atomic
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             probs = paths.prediction_dir(name) / PROBS_FILE
             if not probs.is_file():
+                known = experiment_names(paths.experiments_dir)
+                if name not in EXPERIMENTS and name not in known:
+                    raise unknown_experiment(name, known)
                 command = command_line("predict_folds.py", "--experiment", name)
                 raise ConfigError(f"{probs} not found: run `{command}` first")
             frames.append(read_probs(probs, vocabulary.classes, vocabulary_source(paths)))

@@ -205,14 +205,16 @@ def test_a_hint_for_an_experiment_from_a_file_names_the_file(tiny_data, tmp_path
 @pytest.mark.parametrize(
     "command",
     [
-        ["tag_audio.py", "CLIP", "--experiment", "corr_noisy_07"],
-        ["predict_folds.py", "--experiment", "corr_noisy_07"],
-        ["train_folds.py", "--experiment", "corr_noisy_07", "--smoke"],
+        ["tag_audio.py", "CLIP", "--experiment", "corr_noisy_07", "--device", "cpu"],
+        ["predict_folds.py", "--experiment", "corr_noisy_07", "--device", "cpu"],
+        ["train_folds.py", "--experiment", "corr_noisy_07", "--smoke", "--device", "cpu"],
         ["demo.py", "--experiment", "corr_noisy_07", "--input", "CLIP", "--headless"],
+        ["blend_predict.py", "--experiments", "corr_noisy_003,corr_noisy_07"],
     ],
+    ids=lambda command: command[0],
 )
 def test_an_unknown_experiment_gets_a_did_you_mean(tiny_data, clip, command):
-    result = run(None, *[str(clip) if w == "CLIP" else w for w in command], "--device", "cpu")
+    result = run(None, *[str(clip) if w == "CLIP" else w for w in command])
     line = one_error_line(result)
     assert "unknown experiment 'corr_noisy_07'; did you mean corr_noisy_007" in line
     assert "registered: auxiliary_016" in line

@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.out, "--out")
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
+        known = experiment_names(paths.experiments_dir)
+        for name in names:  # a misspelt name first, before any missing prediction
+            if name not in EXPERIMENTS and name not in known:
+                raise unknown_experiment(name, known)
         frames = []
         for name in names:
             probs = paths.prediction_dir(name) / PROBS_FILE
             if not probs.is_file():
-                known = experiment_names(paths.experiments_dir)
-                if name not in EXPERIMENTS and name not in known:
-                    raise unknown_experiment(name, known)
                 command = command_line("predict_folds.py", "--experiment", name)
                 raise ConfigError(f"{probs} not found: run `{command}` first")
             frames.append(read_probs(probs, vocabulary.classes, vocabulary_source(paths)))

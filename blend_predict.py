@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import check_output_file, fail, names_list
+from src.cli import add_data_dir, check_output_file, command_line, fail, names_list, use_data_dir
 from src.config import ConfigError, get_paths, load_vocabulary, vocabulary_source
 from src.experiment_files import blend_members
+from src.experiments import EXPERIMENTS, unknown_experiment
 from src.prediction.tables import align_to_sample_submission, check_submission, gmean_frames
-from src.runs import PROBS_FILE, read_probs
+from src.runs import PROBS_FILE, experiment_names, read_probs
 from src.utils import write_csv_atomic
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -32,9 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="comma-separated experiments, or a stacking experiment's file (its inputs)",
     )
-    parser.add_argument("--out", default=None, help="default: <data>/submission.csv")
+    parser.add_argument(
+        "--out", default=None, help="the submission file to write (default: <data>/submission.csv)"
+    )
     parser.add_argument("--fill-undecodable", action="store_true", help="see predict_folds.py")
-    args = parser.parse_args(argv)
+    add_data_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    use_data_dir(args)
     try:
         names = blend_members(names_list(args.experiments))
         if not names:
@@ -42,13 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.out, "--out")
         paths = get_paths()
         vocabulary = load_vocabulary(paths)
+        known = experiment_names(paths.experiments_dir)
+        for name in names:  # a misspelt name first, before any missing prediction
+            if name not in EXPERIMENTS and name not in known:
+                raise unknown_experiment(name, known)
         frames = []
         for name in names:
             probs = paths.prediction_dir(name) / PROBS_FILE
             if not probs.is_file():
-                raise ConfigError(
-                    f"{probs} not found: run `python predict_folds.py --experiment {name}` first"
-                )
+                command = command_line("predict_folds.py", "--experiment", name)
+                raise ConfigError(f"{probs} not found: run `{command}` first")
             frames.append(read_probs(probs, vocabulary.classes, vocabulary_source(paths)))
         blend = align_to_sample_submission(gmean_frames(frames), paths, args.fill_undecodable)
         check_submission(blend, vocabulary.classes, len(blend))

@@ -1,13 +1,16 @@
 """Build the self-contained Kaggle kernels (docs/original.md, "Kaggle kernels").
 
     python build_kernel.py [--out kernel] [--experiment corr_noisy_007] [--mode predict|train]
-                           [--blend a,b,c] [--stacking a,b,c] [--device auto|cpu|cuda]
+                           [--blend-experiments a,b,c] [--stacking-experiments a,b,c]
+                           [--kernels single,blend,stacking] [--device auto|cpu|cuda]
 
-Writes three scripts into --out: single_kernel.py (one experiment, predict or train mode),
+Writes up to three scripts into --out: single_kernel.py (one experiment, predict or train mode),
 blend_kernel.py (geometric mean of several experiments) and stacking_kernel.py (the final
-ensemble). Each carries src/, the scripts it runs and the installed argus package, compressed,
-with a content hash it checks before unpacking. Run on Kaggle, a kernel writes submission.csv.
-The weights they read are packaged with package_weights.py. See docs/kaggle.md.
+ensemble); --kernels builds only some of them. Each carries src/, the scripts it runs and the
+installed argus package, compressed, with a content hash it checks before unpacking. Run on
+Kaggle, a kernel writes submission.csv. The weights they read are packaged with
+package_weights.py; every experiment a predicting kernel needs must be trained here first, all
+five folds (a kernel predicts with each fold model). See docs/kaggle.md.
 """
 
 from __future__ import annotations
@@ -15,18 +18,37 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from src.cli import fail, names_list
-from src.config import ConfigError
+from src.cli import add_data_dir, add_device, fail, names_list, use_data_dir
+from src.config import ConfigError, get_paths
 from src.experiments import STACKING
-from src.kaggle.build import DEFAULT_BLEND, DEFAULT_SINGLE, build_kernels, default_plans
-from src.kaggle.runtime import DEVICES, MODES
+from src.kaggle.build import DEFAULT_BLEND, DEFAULT_SINGLE, build_kernels, default_plans, untrained
+from src.kaggle.runtime import MODES
+
+KERNELS = ("single", "blend", "stacking")
 
 
-def main(argv: list[str] | None = None) -> int:
+def kernel_kinds(text: str) -> list[str]:
+    kinds = names_list(text)
+    wrong = [kind for kind in kinds if kind not in KERNELS]
+    if wrong or not kinds:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(KERNELS)}, got {text!r}")
+    return kinds
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", default="kernel", help="output folder (default: kernel/)")
+    parser.add_argument(
+        "--out", default="kernel", help="the folder to write the kernels to (default: kernel/)"
+    )
+    parser.add_argument(
+        "--kernels",
+        type=kernel_kinds,
+        default=list(KERNELS),
+        metavar="KIND[,KIND...]",
+        help=f"the kernels to build: {', '.join(KERNELS)} (default: all three)",
+    )
     parser.add_argument(
         "--experiment", default=DEFAULT_SINGLE, help="single-experiment kernel's experiment"
     )
@@ -34,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         "--mode", default="predict", choices=MODES, help="single-experiment kernel's mode"
     )
     parser.add_argument(
-        "--blend", default=",".join(DEFAULT_BLEND), help="blend kernel's experiments"
+        "--blend-experiments",
+        default=",".join(DEFAULT_BLEND),
+        metavar="A,B,...",
+        help="blend kernel's experiments",
     )
     parser.add_argument(
-        "--stacking", default=",".join(STACKING), help="stacking kernel's stacking experiments"
+        "--stacking-experiments",
+        default=",".join(STACKING),
+        metavar="A,B,...",
+        help="stacking kernel's stacking experiments",
     )
-    parser.add_argument(
-        "--device", default="auto", help=f"{', '.join(DEVICES)} or cuda:N (default auto)"
-    )
+    add_device(parser)  # the kernel's, resolved where it runs
     parser.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass")
     parser.add_argument(
         "--fail-on-undecodable",
@@ -58,19 +84,33 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help='extra train_folds.py arguments in train mode, e.g. "--folds 0 --no-corrections"',
     )
-    args = parser.parse_args(argv)
+    add_data_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    use_data_dir(args)
     try:
         plans = default_plans(
             experiment=args.experiment,
             mode=args.mode,
-            blend=names_list(args.blend),
-            stacking=names_list(args.stacking),
+            blend=names_list(args.blend_experiments),
+            stacking=names_list(args.stacking_experiments),
             device=args.device,
             batch_size=args.batch_size,
             fill_undecodable=not args.fail_on_undecodable,
             keep_intermediate=args.keep_intermediate,
             train_args=tuple(shlex.split(args.train_args)),
         )
+        plans = [plan for plan in plans if plan.kind in args.kernels]
+        missing = untrained(plans, get_paths().experiments_dir)
+        if missing:
+            raise ConfigError(
+                f"not trained in {get_paths().experiments_dir}: {'; '.join(missing)} (a "
+                "predicting kernel uses the five fold models of each experiment: train or "
+                "import them first, or leave its kernel out with --kernels)"
+            )
         written = build_kernels(args.out, plans)
     except ConfigError as error:
         return fail(error)

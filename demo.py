@@ -4,7 +4,7 @@
     python demo.py --headless                       # microphone, print only
     python demo.py --input song.ogg                 # a file at real-time pace
     python demo.py --input song.ogg --fast --headless
-    python demo.py --experiment corr_noisy_007 --fold 0 --top 5
+    python demo.py --experiment corr_noisy_007 --folds 0 --top 5
     python demo.py --onnx corr_noisy_007.onnx       # ONNX Runtime (export_onnx.py)
     python demo.py --list-devices                   # then --audio-device ID_OR_NAME
 
@@ -28,12 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from src.cli import check_output_file, fail
+from src.cli import (
+    PREDICTION_AMP,
+    add_amp,
+    add_data_dir,
+    add_device,
+    add_folds,
+    check_output_file,
+    fail,
+    parse_folds,
+    resolve_device,
+    use_data_dir,
+)
 from src.config import AUDIO, ConfigError, get_paths
 from src.data.audio import AudioDecodeError, SpectrogramError
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,16 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="a network exported by export_onnx.py, run with ONNX Runtime instead of PyTorch",
     )
-    parser.add_argument(
-        "--fold", type=int, metavar="K", help="its fold (default: its best-scoring fold)"
+    add_folds(
+        parser, "with --experiment: the fold to stream with, one (default: its best-scoring fold)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default, as the original) or cuda")
-    parser.add_argument(
-        "--amp",
-        choices=["off", "bf16"],
-        help="bf16: about 1.5x faster on CPUs with AVX512-BF16 or AMX, probabilities within "
-        "~0.005 of fp32 (default: off, float32, whatever the model was trained with)",
-    )
+    add_device(parser)
+    add_amp(parser, PREDICTION_AMP)
     parser.add_argument("--top", type=int, default=3, metavar="K", help="classes per update (3)")
     parser.add_argument("--headless", action="store_true", help="no window: print only")
     parser.add_argument(
@@ -81,24 +87,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NPZ",
         help="save every update's window and probabilities (.npz)",
     )
+    add_data_dir(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    use_data_dir(args)
     if args.fast and args.input is None:
         parser.error("--fast needs --input FILE")
-    if args.fold is not None and args.experiment is None:
-        parser.error("--fold needs --experiment NAME")
+    if args.folds is not None:
+        if args.experiment is None:
+            parser.error("--folds needs --experiment NAME")
+        folds = parse_folds(args.folds)
+        if len(folds) != 1:
+            parser.error("--folds: the demo streams with one fold model, e.g. --folds 0")
+        args.fold = folds[0]
+    else:
+        args.fold = None
     if args.top < 1 or (args.seconds is not None and args.seconds < 1):
         parser.error("--top and --seconds must be positive")
     return args
 
 
 def choose_checkpoint(args: argparse.Namespace) -> Path:
-    from src.runs import find_experiment
+    from src.runs import checkpoint_file, find_experiment
     from src.tools.tagging.trained import best_experiment
 
     if args.model is not None:
-        if not args.model.is_file():
-            raise ConfigError(f"{args.model}: checkpoint not found")
-        return args.model
+        return checkpoint_file(args.model, "--model")
     experiments_dir = get_paths().experiments_dir
     if args.experiment is None:
         return best_experiment(experiments_dir).checkpoint()
@@ -111,6 +129,8 @@ def choose_checkpoint(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if not args.list_devices:
+            args.device = resolve_device(args.device)
         check_output_file(args.dump, "--dump")  # before streaming, not after it
         check_output_file(args.screenshot, "--screenshot")
         from src.tools import live

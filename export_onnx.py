@@ -19,21 +19,25 @@ from src.cli import check_output_file, fail
 from src.config import ConfigError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="model-EEE-S.pth")
     parser.add_argument(
-        "--out", type=Path, metavar="FILE", help="the .onnx to write (default: beside it)"
+        "--out", type=Path, metavar="FILE", help="the .onnx file to write (default: beside it)"
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17)")
-    args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        return fail(ConfigError(f"{args.checkpoint}: checkpoint not found"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from src.runs import checkpoint_file
     from src.tools.onnx_export import TOLERANCE, export_checkpoint
 
     try:
+        checkpoint_file(args.checkpoint, "CHECKPOINT")
         check_output_file(args.out, "--out")
         report = export_checkpoint(args.checkpoint, args.out, args.opset)
     except ConfigError as error:

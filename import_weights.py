@@ -19,19 +19,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.cli import fail, setup_logging
+from src.cli import add_data_dir, add_force, fail, setup_logging, use_data_dir
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.tools.import_weights import format_table, import_source
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("source", type=Path, metavar="SOURCE", help="the zip or experiments/")
-    parser.add_argument(
-        "--force", action="store_true", help="replace experiments that already exist"
-    )
+    add_force(parser, "replace experiments that already exist")
     parser.add_argument(
         "--experiments",
         default="",
@@ -41,9 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="experiments folder to write (default: <data>/experiments)",
+        help="the experiments folder to write (default: <data>/experiments)",
     )
-    args = parser.parse_args(argv)
+    add_data_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    use_data_dir(args)
     setup_logging()
     try:
         paths = get_paths()
@@ -60,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"{r.experiment}: {r.error}", file=sys.stderr)
-    imported = len(results) - len(failed)
-    print(f"{imported} experiment(s) imported into {args.out or paths.experiments_dir}")
+    already = sum(r.already for r in results)
+    imported = len(results) - len(failed) - already
+    where = args.out or paths.experiments_dir
+    if already:
+        print(f"{imported} experiment(s) imported, {already} already imported in {where}")
+    else:
+        print(f"{imported} experiment(s) imported into {where}")
     return 1 if failed else 0
 
 

@@ -26,7 +26,7 @@ from src.tools.lab.journal import as_markdown, as_text, plot_journal, read_journ
 from src.utils import write_csv_atomic
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--plot", metavar="PNG", help="draw CV and fold spread per experiment")
     add_data_dir(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     use_data_dir(args)
     check_output_file(args.csv, "--csv")
     check_output_file(args.plot, "--plot")

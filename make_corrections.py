@@ -20,7 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.cli import add_prediction_arguments, default_device, fail, names_list, setup_logging
+from src.cli import (
+    add_data_dir,
+    add_prediction_arguments,
+    fail,
+    names_list,
+    resolve_device,
+    setup_logging,
+    use_data_dir,
+)
 from src.config import ConfigError, get_paths, load_vocabulary
 from src.data.corrections import count_entries
 from src.experiments import FIRST_LEVEL
@@ -71,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the list (default <data>/corrections/review/review_list.csv)",
     )
     curated.add_argument("--no-plots", action="store_true", help="no spectrogram pictures")
+    add_data_dir(curated)
 
     review = commands.add_parser("review", help="review the list in the terminal (resumable)")
     review.add_argument("--list", type=Path, default=None, help="the review list to walk")
@@ -87,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decisions so far (default review_state.json beside the list)",
     )
     review.add_argument("--play", action="store_true", help="play each clip (needs sounddevice)")
+    add_data_dir(review)
 
     noisy = commands.add_parser("noisy", help="keep or remove every noisy clip")
     noisy.add_argument(
@@ -111,9 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"the top one (default {DEFAULT_LABEL_THRESHOLD})",
     )
     noisy.add_argument(
-        "--out", type=Path, default=None, help="default <data>/corrections/noisy_corrections.json"
+        "--out",
+        type=Path,
+        default=None,
+        help="the file to write (default <data>/corrections/noisy_corrections.json)",
     )
     add_prediction_arguments(noisy)
+    add_data_dir(noisy)
     return parser
 
 
@@ -177,7 +191,7 @@ def run_noisy(args, paths, vocabulary) -> int:
         args.relabel,
         args.label_threshold,
         args.out,
-        args.device or default_device(),
+        resolve_device(args.device),
         args.batch_size,
         not args.no_progress,
     )
@@ -195,6 +209,7 @@ COMMANDS = {"curated": run_curated, "review": run_review_command, "noisy": run_n
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_data_dir(args)
     setup_logging()
     try:
         paths = get_paths()

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import fail
+from src.cli import add_force, command_line, fail
 from src.config import ConfigError
 from src.data.dataset_maker import LINK_MODES, make_dataset
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("source", help="folder with one sub-folder per class, or a path,labels CSV")
-    parser.add_argument("--out", required=True, help="the dataset folder to write")
+    parser.add_argument(
+        "--out", required=True, help="the dataset folder to write (a data directory)"
+    )
     parser.add_argument("--noisy", default=None, help="a second source: the noisy training set")
     parser.add_argument("--test", default=None, help="a third source: the labelled test set")
     parser.add_argument(
@@ -43,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=LINK_MODES,
         help="how files land in the layout (default symlink; copy to move the folder elsewhere)",
     )
-    parser.add_argument(
-        "--force", action="store_true", help="replace an output folder made by make_dataset.py"
-    )
-    args = parser.parse_args(argv)
+    add_force(parser, "replace an output folder made by make_dataset.py")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         made = make_dataset(
             args.source,
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print("clips: " + ", ".join(f"{split} {n}" for split, n in made.clips.items()))
     for line in made.report.lines():
         print(f"note: {line}")
-    print(f"\nnext: FREESOUND_DATA_DIR={made.out} python make_folds.py  (then train_folds.py)")
+    print(f"\nnext: {command_line('make_folds.py', '--data-dir', made.out)}  (then train_folds.py)")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from src.cli import add_data_dir, add_force, add_no_progress, use_data_dir
 from src.config import FAT2019_CLASSES, get_paths
 from src.data.synthetic_clips import SyntheticSpec
 from src.data.synthetic_dataset import SyntheticSummary, generate_dataset
@@ -17,7 +18,9 @@ from src.data.synthetic_dataset import SyntheticSummary, generate_dataset
 def build_parser() -> argparse.ArgumentParser:
     defaults = SyntheticSpec()  # one place for the defaults: the generator's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="target directory (default: the data directory)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="the folder to write (default: the data directory)"
+    )
     parser.add_argument(
         "--curated-per-class",
         type=int,
@@ -51,11 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=1, help="generating processes")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a synthetic dataset made with other arguments",
-    )
+    add_force(parser, "replace a synthetic dataset made with other arguments")
+    add_no_progress(parser)
+    add_data_dir(parser)
     return parser
 
 
@@ -74,6 +75,7 @@ def describe(summary: SyntheticSummary) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_data_dir(args)
     try:
         summary = generate_dataset(
             args.out if args.out is not None else get_paths().input_dir,
@@ -86,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             classes=FAT2019_CLASSES[: args.classes],
             workers=args.workers,
-            overwrite=args.overwrite,
+            overwrite=args.force,
+            progress=not args.no_progress,
         )
     except ValueError as error:
         parser.error(str(error))  # a usage error: exit status 2 and the message

@@ -3,7 +3,8 @@
     python package_weights.py [--experiments a,b,c] [--out dist/freesound-train.zip]
 
 Takes the best checkpoint of each fold and params.json of each experiment from the data
-directory's experiments/ (stacking experiments bring their seven first-level inputs). Default:
+directory's experiments/ (stacking experiments bring their seven first-level inputs): all five
+folds of each, as the kernels predict with every fold model (a partial import is refused). Default:
 what the stacking kernel needs, which also covers the default single and blend kernels.
 Inside the zip: experiments/<experiment>/params.json, experiments/<experiment>/fold_<k>/*.pth.
 See docs/kaggle.md for the upload.
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import check_output_file, fail, names_list
+from src.cli import add_data_dir, check_output_file, fail, names_list, use_data_dir
 from src.config import ConfigError, get_paths
 from src.experiments import STACKING
 from src.kaggle.build import package_weights, upload_instructions
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -28,8 +29,18 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(STACKING),
         help="experiments to package (default: the stacking kernel's)",
     )
-    parser.add_argument("--out", default="dist/freesound-train.zip", help="zip to write")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out",
+        default="dist/freesound-train.zip",
+        help="the zip to write (default: dist/freesound-train.zip)",
+    )
+    add_data_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    use_data_dir(args)
     names = names_list(args.experiments)
     try:
         if not names:

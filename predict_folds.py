@@ -13,34 +13,50 @@ from __future__ import annotations
 
 import argparse
 
-from src.cli import add_prediction_arguments, default_device, fail, parse_folds, setup_logging
+from src.cli import (
+    add_data_dir,
+    add_folds,
+    add_prediction_arguments,
+    fail,
+    parse_folds,
+    resolve_device,
+    setup_logging,
+    use_data_dir,
+)
 from src.config import ConfigError, get_paths, load_vocabulary
+from src.experiment_files import experiment_name
 from src.prediction.experiment import predict_experiment
 from src.prediction.tiling import set_prediction_amp
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--experiment", required=True)
-    add_prediction_arguments(parser, fill_undecodable=True, amp=True)
     parser.add_argument(
-        "--folds",
-        default=None,
-        help="comma-separated folds to predict (default: all; the blend and CV use these only)",
+        "--experiment", required=True, help="a trained experiment (name or experiment file)"
     )
-    args = parser.parse_args(argv)
+    add_prediction_arguments(parser, fill_undecodable=True, amp=True)
+    add_folds(parser, "folds to predict (the blend and CV use these only)")
+    add_data_dir(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    use_data_dir(args)
     setup_logging()
     set_prediction_amp(args.amp)
     try:
+        device = resolve_device(args.device)
         folds = parse_folds(args.folds) if args.folds else None
+        name = experiment_name(args.experiment)
         paths = get_paths()
         summary = predict_experiment(
-            args.experiment,
+            name,
             paths,
             load_vocabulary(paths),
-            args.device or default_device(),
+            device,
             args.batch_size,
             progress=not args.no_progress,
             fill_missing=args.fill_undecodable,
@@ -49,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         return fail(error)
     if "overall_lwlrap" in summary:
-        print(f"{args.experiment}: out-of-fold lwlrap {summary['overall_lwlrap']:.4f}")
-    print(f"{args.experiment}: test predictions in {summary['probs']}")
+        print(f"{name}: out-of-fold lwlrap {summary['overall_lwlrap']:.4f}")
+    print(f"{name}: test predictions in {summary['probs']}")
     if "submission" in summary:
         print(f"submission written to {summary['submission']}")
     return 0

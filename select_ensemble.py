@@ -15,7 +15,7 @@ per-class lwlrap against the best single experiment (--plot: as a PNG; --per-cla
 
 --write FILE saves the chosen set as a stacking experiment file (base
 stacking_008_fcnet_43040, named after the file) that stacking_train.py --experiment,
-stacking_predict.py --stacking and blend_predict.py --experiments take; the commands are
+stacking_predict.py --experiments and blend_predict.py --experiments take; the commands are
 printed.
 """
 
@@ -68,7 +68,7 @@ def signed(value: float) -> str:
     return f"{value:+.4f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_no_progress(parser)
     add_data_dir(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     use_data_dir(args)
     setup_logging()
     sizes = parse_sizes(args.sizes)

@@ -36,7 +36,9 @@ from src.experiments import SCALES
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="PNG", help="the picture file to write (.png)"
+    )
     parser.add_argument(
         "--dpi", type=int, default=100, metavar="N", help="resolution (default 100)"
     )
@@ -65,7 +67,7 @@ def add_experiment(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -118,7 +120,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_experiment(architecture)
     add_common(architecture)
+    return parser
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for option in ("top", "limit", "columns", "seeds", "dpi"):
         if getattr(args, option, 1) < 1:

@@ -6,7 +6,13 @@ Needs the out-of-fold predictions of the experiment's first-level inputs (predic
 Same folds, callbacks, resume, --force and --gpus rules as train_folds.py.
 """
 
-from src.training.command import train_command
+import argparse
+
+from src.training.command import build_train_parser, train_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_train_parser(__doc__, kind="stacking")
 
 
 def main(argv: list[str] | None = None) -> int:

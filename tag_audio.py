@@ -32,8 +32,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.cli import check_output_file, default_device, fail
-from src.config import AUDIO, PREDICTION_AMP_CHOICES, ConfigError, get_paths
+from src.cli import (
+    PREDICTION_AMP,
+    add_amp,
+    add_data_dir,
+    add_device,
+    add_folds,
+    add_no_progress,
+    check_output_file,
+    fail,
+    resolve_device,
+    use_data_dir,
+)
+from src.config import AUDIO, N_FOLDS, ConfigError, get_paths
 from src.data.audio import AudioDecodeError
 from src.experiments import STACKING
 from src.tools.scoring import format_score, plot_confusion, read_truth, score_tags
@@ -41,7 +52,7 @@ from src.tools.scoring import format_score, plot_confusion, read_truth, score_ta
 INTERRUPTED = 130  # the shell's status for Ctrl-C
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -82,28 +93,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --score: write DIR/confusion_matrix.png and DIR/worst_clips.png (the "
         "spectrograms of the 12 files with the lowest label-ranking precision)",
     )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    add_folds(
+        parser,
+        "folds of --experiment or --ensemble to blend (default: the experiment's trained folds; "
+        "the ensemble's five)",
+    )
+    add_device(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="tiles per batch (64)"
     )
-    parser.add_argument(
-        "--amp",
-        choices=PREDICTION_AMP_CHOICES,
-        default="off",
-        help="prediction precision (default off: float32, whatever the models were trained with)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_amp(parser, PREDICTION_AMP)
+    add_no_progress(parser)
+    add_data_dir(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    use_data_dir(args)
     if args.top < 1 or args.batch_size < 1:
         parser.error("--top and --batch-size must be positive")
     if args.plot is not None and args.score is None:
         parser.error("--plot needs --score")
+    if args.folds is not None and not (args.experiment or args.ensemble):
+        parser.error("--folds needs --experiment NAME or --ensemble")
     check_output_file(args.csv, "--csv")  # before the tagging, not after it
     check_output_file(args.tiles_csv, "--tiles-csv")
     return args
 
 
 def model_source(args: argparse.Namespace, device: str):
+    from src.cli import parse_folds
     from src.tools.tagging.sources import checkpoint_source, ensemble_source, experiment_source
     from src.tools.tagging.trained import best_experiment
 
@@ -114,10 +135,12 @@ def model_source(args: argparse.Namespace, device: str):
     experiments_dir = get_paths().experiments_dir
     if args.model is not None:
         return checkpoint_source(args.model, device, args.batch_size)
+    folds = parse_folds(args.folds) if args.folds else None
     if args.ensemble:
-        return ensemble_source(experiments_dir, STACKING, device, args.batch_size)
+        folds = folds or list(range(N_FOLDS))
+        return ensemble_source(experiments_dir, STACKING, device, args.batch_size, folds)
     name = args.experiment or best_experiment(experiments_dir).name
-    return experiment_source(experiments_dir, name, device, args.batch_size)
+    return experiment_source(experiments_dir, name, device, args.batch_size, folds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         truth = None if args.score is None else read_truth(args.score)
         files = collect_audio_files(args.inputs)
-        source = model_source(args, args.device or default_device())
+        source = model_source(args, resolve_device(args.device))
     except ConfigError as error:
         return fail(error)
     print(f"tagging {len(files)} file(s) with the {source.description}", file=sys.stderr)

@@ -10,7 +10,13 @@ checkpoint model-EEE-S.pth, log.txt, log.csv and curves.png. Rerunning the same 
 resumes an interrupted fold and skips finished ones; --force starts the experiment afresh.
 """
 
-from src.training.command import train_command
+import argparse
+
+from src.training.command import build_train_parser, train_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_train_parser(__doc__, kind="cnn")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from src.config import N_FOLDS, PREDICTION_AMP_CHOICES, ConfigError
-from src.utils import setup_logging
+from src.config import N_FOLDS, ConfigError
+from src.utils import set_progress, setup_logging
 
 __all__ = [
     "add_amp",
@@ -207,8 +207,11 @@ _data_dir_option: str | None = None  # the --data-dir this process was given, if
 
 def use_data_dir(args: argparse.Namespace) -> None:
     """--data-dir, when given, is the data directory of this process and of every process it
-    starts (as FREESOUND_DATA_DIR)."""
+    starts (as FREESOUND_DATA_DIR); --no-progress, when the script has it, hides every bar of
+    the process (spectrogram extraction's too)."""
     global _data_dir_option
+    if hasattr(args, "no_progress"):
+        set_progress(not args.no_progress)
     data_dir = getattr(args, "data_dir", None)
     if data_dir:
         _data_dir_option = os.path.abspath(os.path.expanduser(data_dir))
@@ -266,12 +269,10 @@ def parse_folds(text: str | None, n_folds: int = N_FOLDS) -> list[int]:
 
 def add_prediction_arguments(
     parser: argparse.ArgumentParser, fill_undecodable: bool = False, amp: bool = False
-):
+) -> None:
     """--device, --batch-size, --no-progress (and --fill-undecodable, --amp) of the predicting
     scripts."""
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
+    add_device(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass")
     if fill_undecodable:
         parser.add_argument(
@@ -280,14 +281,8 @@ def add_prediction_arguments(
             help="give test clips that cannot be decoded the mean prediction instead of failing",
         )
     if amp:
-        parser.add_argument(
-            "--amp",
-            choices=PREDICTION_AMP_CHOICES,
-            default="off",
-            help="prediction precision (default off: float32, whatever the models were trained "
-            "with; bf16/fp16 autocast only on hardware that runs it natively)",
-        )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        add_amp(parser, PREDICTION_AMP)
+    add_no_progress(parser)
 
 
 def names_list(text: str) -> list[str]:

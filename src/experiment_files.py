@@ -7,7 +7,8 @@ its settings (nested objects are merged key by key); its `name` defaults to the 
 names the experiment's folder:
 
     {"base": "corr_noisy_007", "name": "my_exp", "max_epochs": 30,
-     "model": {"params": {"base_size": 32}}, "datasets": {"noisy": 0.0, "curated": 1.0}}
+     "model": {"params": {"base_size": 32}},
+     "datasets": {"noisy": 0.0, "corrected": 0.0, "curated": 1.0}}
 
 `--set KEY.SUB=VALUE` overrides one setting after the file; VALUE is read as JSON when it
 parses (30, 0.5, true, null, [1, 2], "text") and as text otherwise; for a list setting,
@@ -33,6 +34,7 @@ from src.experiments import (
     DEFAULT_SCALE,
     EXPERIMENTS,
     Config,
+    check_datasets,
     check_resize_ratio,
     merge,
     resolve,
@@ -172,6 +174,7 @@ def load_experiment(
             f"{source}: experiment name {name!r} must be letters, digits, '_', '-' or '.'"
         )
     check_resize_ratio(config)
+    check_datasets(config)
     config["name"] = name
     if name != base or all_overrides:
         config["base"] = base
@@ -181,7 +184,7 @@ def load_experiment(
 
 def experiment_name(spec: str) -> str:
     """The name a registered experiment or an experiment file trains under: what its folder
-    in experiments/ is called (stacking_predict.py --stacking takes either)."""
+    in experiments/ is called (stacking_predict.py --experiments takes either)."""
     if is_experiment_file(spec):
         return read_experiment_file(Path(spec))[0]
     return spec

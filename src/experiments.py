@@ -349,6 +349,23 @@ def check_resize_ratio(config: Config, n_mels: int = AudioConfig.n_mels) -> None
         )
 
 
+def check_datasets(config: Config) -> None:
+    """A ConfigError when the training sets' probabilities (`datasets`) are negative or do not
+    sum to 1: checked with the configuration, before anything is written or extracted."""
+    datasets = config.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        return
+    values = list(datasets.values())
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"datasets: probabilities must be numbers, got {datasets}")
+    if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"datasets: the sets' probabilities must be >= 0 and sum to 1, got {datasets} "
+            f"(sum {sum(values):g}; a file's datasets are merged key by key into its base's, "
+            "so give every set: noisy, corrected and curated)"
+        )
+
+
 def unknown_experiment(name: str, trained: Sequence[str] = ()) -> ConfigError:
     """The error for a name that is neither registered nor trained: the closest names first
     ("did you mean"), then every registered and trained one."""

@@ -30,6 +30,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from src.cli import command_line
 from src.config import (
     AUDIO,
     FAT2019_CLASSES,
@@ -259,8 +260,9 @@ def file_sha256(path: Path) -> str:
 
 def record_differences(existing: dict, wanted: dict) -> list[str]:
     """What differs between two records' parts that shape the run, one phrase each, naming the
-    setting ('seed', 'audio short_clip_rule original -> centered', 'corrections files'). A
-    value an older record does not know (None) is not compared."""
+    setting and its values ('seed (1 -> 2)', 'config (config.max_epochs: 4 -> 5)', 'audio
+    short_clip_rule (original -> centered)', 'corrections files (...)'). A value an older record
+    does not know (None) is not compared."""
     existing, wanted = what_shapes_the_run(existing), what_shapes_the_run(wanted)
     changes = []
     for key in sorted(wanted):
@@ -271,13 +273,15 @@ def record_differences(existing: dict, wanted: dict) -> list[str]:
             for part in sorted(set(old) | set(new)):
                 before, after = old.get(part), new.get(part)
                 if before is not None and before != after:
-                    changes.append(f"{key} {part} ({_short(before)} -> {_short(after)})")
+                    changes.append(f"{key} {part} ({_brief(before)} -> {_brief(after)})")
+        elif isinstance(old, dict) and isinstance(new, dict):
+            changes.append(f"{key} ({'; '.join(differences(old, new, prefix=f'{key}.'))})")
         else:
-            changes.append(key)
+            changes.append(f"{key} ({_short(old)} -> {_short(new)})")
     return changes
 
 
-def _short(value: object) -> str:
+def _brief(value: object) -> str:
     if isinstance(value, dict):  # correction files: name -> digest
         return ", ".join(f"{k}: {str(v)[:12]}" for k, v in value.items()) or "none"
     return str(value)
@@ -311,6 +315,28 @@ def what_shapes_the_run(record: dict) -> dict:
     return json.loads(json.dumps({**shaped, "config": config}))  # tuples -> lists
 
 
+def differences(old: object, new: object, prefix: str = "", limit: int = 6) -> list[str]:
+    """'key.sub: old -> new' for every setting that differs between two records (the first
+    `limit`, then how many more)."""
+    found: list[str] = []
+
+    def walk(a: object, b: object, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key, "(none)"), b.get(key, "(none)"), f"{path}{key}.")
+        elif a != b:
+            found.append(f"{path.rstrip('.')}: {_short(a)} -> {_short(b)}")
+
+    walk(old, new, prefix)
+    more = len(found) - limit
+    return found[:limit] + ([f"{more} more"] if more > 0 else [])
+
+
+def _short(value: object, width: int = 40) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def prepare_experiment_dir(
     experiment_dir: Path, record: dict, force: bool, runtime: dict | None = None
 ) -> None:
@@ -336,11 +362,14 @@ def prepare_experiment_dir(
             # What an older record does not know (the folds fingerprint, the correction
             # files) cannot be compared: `record_differences` leaves it out.
             changed = record_differences(read_params(experiment_dir), record)
-            if changed:
+            started = any(experiment_dir.glob("fold_*"))
+            if changed and started:
                 raise ExperimentExistsError(
-                    f"{experiment_dir} already holds a run with a different {', '.join(changed)}; "
+                    f"{experiment_dir} already holds a run with a different {'; '.join(changed)}; "
                     "use --force to delete it and train again"
                 )
+            if changed:  # no fold started: nothing trained under the old record to keep
+                log.info("%s: no fold started; its %s is replaced", experiment_dir, PARAMS_FILE)
     experiment_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic({**record, "runtime": runtime or {}}, params_path)
 
@@ -364,11 +393,39 @@ def check_trained_folds(experiment_dir: Path, digest: str, folds_csv: Path) -> N
 # --------------------------------------------------------------------------------------
 
 
-def train_command_hint(name: str, kind: str, folds: Sequence[int] = ()) -> str:
-    """The command that trains `name` (or its `folds`)."""
+def train_command_hint(
+    name: str, kind: str, folds: Sequence[int] = (), spec: str | None = None
+) -> str:
+    """The command that trains `name` (or its `folds`), quoted: an experiment from a file by
+    the file's path (`spec`), as its name alone is not registered."""
     script = "stacking_train.py" if kind == "stacking" else "train_folds.py"
-    folds_text = f" --folds {','.join(map(str, folds))}" if folds else ""
-    return f"`python {script} --experiment {name}{folds_text}`"
+    folds_words = ["--folds", ",".join(map(str, folds))] if folds else []
+    return f"`{command_line(script, '--experiment', spec or name, *folds_words)}`"
+
+
+def experiment_spec(record: dict) -> str | None:
+    """The experiment file a run was trained from (what --experiment takes to train it
+    again), when it still exists."""
+    path = (record.get("runtime") or {}).get("experiment_file")
+    return path if path and Path(path).is_file() else None
+
+
+def checkpoint_file(path: Path, option: str = "checkpoint") -> Path:
+    """`path` when it is a checkpoint file; else an error saying what it is instead: missing,
+    a folder (its best checkpoint named when it holds some), an exported ONNX network."""
+    path = Path(path)
+    if path.is_dir():
+        best = best_checkpoint(path)
+        inside = f": give a checkpoint file, e.g. {best[0]}" if best else ": give a checkpoint file"
+        raise ConfigError(f"{option} {path}: is a folder, not a checkpoint{inside}")
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: checkpoint not found")
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{option} {path}: an ONNX network (export_onnx.py's output), not a checkpoint: "
+            "tag_audio.py and demo.py run it with --onnx"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -381,6 +438,7 @@ class TrainedExperiment:
     classes: tuple[str, ...]
     config: dict
     folds: dict[int, tuple[Path, float]]  # fold -> (best checkpoint, its validation score)
+    spec: str | None = None  # the experiment file it was trained from, if any
 
     @property
     def mean_score(self) -> float:
@@ -408,10 +466,13 @@ class TrainedExperiment:
         """The best checkpoint of each of `folds`, or an error naming what to run."""
         missing = self.missing(folds)
         if missing:
+            trained = ",".join(map(str, sorted(self.folds)))
+            use = f"pass --folds {trained} to use the trained one(s), or " if trained else ""
+            absent = ",".join(map(str, missing))
             raise ConfigError(
-                f"experiment {self.name!r} has no checkpoint for fold(s) "
-                f"{','.join(map(str, missing))} in {self.directory}; run "
-                f"{train_command_hint(self.name, self.kind, missing)}"
+                f"experiment {self.name!r} has no checkpoint for fold(s) {absent} in "
+                f"{self.directory} (trained: {trained or 'none'}); {use}train the rest: "
+                f"{train_command_hint(self.name, self.kind, missing, self.spec)}"
             )
         return {fold: self.folds[fold][0] for fold in folds}
 
@@ -435,6 +496,7 @@ def read_experiment(directory: Path) -> TrainedExperiment | None:
         tuple(record.get("classes", ())),
         config,
         folds,
+        experiment_spec(record),
     )
 
 
@@ -463,10 +525,15 @@ def find_experiment(
     if experiment is None and name not in EXPERIMENTS and not directory.exists():
         raise unknown_experiment(name, experiment_names(experiments_dir))
     if experiment is None or not experiment.folds:
-        kind = experiment.kind if experiment is not None else "cnn"
+        kind = (
+            experiment.kind
+            if experiment is not None
+            else EXPERIMENTS.get(name, {}).get("kind", "cnn")
+        )
+        spec = experiment.spec if experiment is not None else None
         raise ConfigError(
             f"experiment {name!r} has no trained models in {directory}; "
-            f"run {train_command_hint(name, kind)} first"
+            f"run {train_command_hint(name, kind, spec=spec)} first"
         )
     check_audio_settings(read_params(directory), f"experiment {name!r} ({directory})")
     if folds is not None:
@@ -628,17 +695,37 @@ def read_probs(
     return frame
 
 
-def check_oof_inputs(predictions_dir: Path, experiments: Sequence[str], folds: Sequence[int]):
-    """Every experiment must have out-of-fold predictions for every fold."""
+def check_oof_inputs(
+    predictions_dir: Path,
+    experiments: Sequence[str],
+    folds: Sequence[int],
+    experiments_dir: Path | None = None,
+):
+    """Every experiment must have out-of-fold predictions for every fold; the error names
+    what to run: prediction, after training when the experiment is not trained (an unknown
+    name gets the closest known ones). `experiments_dir` defaults to experiments/ beside
+    predictions/."""
+    experiments_dir = experiments_dir or predictions_dir.parent / "experiments"
+    for experiment in experiments:  # a misspelt name first, before any other complaint
+        if experiment not in EXPERIMENTS and read_params(experiments_dir / experiment) is None:
+            raise unknown_experiment(experiment, experiment_names(experiments_dir))
     for experiment in experiments:
         for fold in folds:
             probs = oof_dir(predictions_dir, experiment, fold) / PROBS_FILE
-            if not probs.is_file():
-                raise ConfigError(
-                    f"out-of-fold predictions of {experiment!r} fold {fold} are missing ({probs}); "
-                    f"run `python train_folds.py --experiment {experiment}` and "
-                    f"`python predict_folds.py --experiment {experiment}` first"
-                )
+            if probs.is_file():
+                continue
+            trained = read_experiment(experiments_dir / experiment)
+            predict = f"`{command_line('predict_folds.py', '--experiment', experiment)}`"
+            if trained is None or trained.missing(folds):
+                kind = trained.kind if trained is not None else "cnn"
+                spec = trained.spec if trained is not None else None
+                missing = trained.missing(folds) if trained is not None else ()
+                train = train_command_hint(experiment, kind, missing, spec)
+                predict = f"{train} and {predict}"
+            raise ConfigError(
+                f"out-of-fold predictions of {experiment!r} fold {fold} are missing ({probs}); "
+                f"run {predict} first"
+            )
 
 
 def read_oof(
@@ -656,6 +743,14 @@ def read_oof(
     return pd.concat(frames, ignore_index=True)
 
 
+def predicted_experiment(folder: Path) -> str:
+    """The experiment whose predictions a folder under predictions/<experiment>/ holds."""
+    for part in [folder, *folder.parents]:
+        if part.parent.name == "predictions":
+            return part.name
+    return folder.name
+
+
 def prediction_classes(folder: Path) -> tuple[str, ...]:
     """What the columns of a prediction folder's <fname>.npy tiles and probs.csv are: the
     classes of the model that made them, as its done.json records them."""
@@ -664,7 +759,7 @@ def prediction_classes(folder: Path) -> tuple[str, ...]:
     if not record.get("classes"):
         raise ConfigError(
             f"{done}: missing or made by an older version (no classes); rerun "
-            "`python predict_folds.py` for this experiment"
+            f"`{command_line('predict_folds.py', '--experiment', predicted_experiment(folder))}`"
         )
     return tuple(record["classes"])
 
@@ -689,7 +784,8 @@ def read_oof_tiles(
             path = folder / f"{fname}.npy"
             if not path.is_file():
                 raise ConfigError(
-                    f"{path}: missing; rerun `python predict_folds.py --experiment {experiment}`"
+                    f"{path}: missing; rerun "
+                    f"`{command_line('predict_folds.py', '--experiment', experiment)}`"
                 )
             if folder not in orders:
                 orders[folder] = class_order(

@@ -407,6 +407,19 @@ class _NotArgus(logging.Filter):
         return not is_argus_record(record)
 
 
+_bars = {"shown": True}  # --no-progress turns every bar of the process off (set_progress)
+
+
+def set_progress(shown: bool) -> None:
+    """Show (or hide) the progress bars of this process: also those of the stages a script
+    does not pass its --no-progress to (spectrogram extraction)."""
+    _bars["shown"] = bool(shown)
+
+
+def progress_shown() -> bool:
+    return _bars["shown"]
+
+
 def setup_logging(level: int = logging.INFO, stream=None) -> None:
     """Log lines of the project's modules to stdout; argus's own lines are not repeated."""
     handler = logging.StreamHandler(stream or sys.stdout)

@@ -37,7 +37,7 @@ def assert_nothing_done(data) -> None:
 
 
 def test_train_refuses_a_fold_that_train_folds_csv_lacks(tiny_data, capsys):
-    make_folds("--folds", "3")
+    make_folds("--n-folds", "3")
     code, err = train(capsys, "auxiliary_016", "--folds", "4")
     assert code == 1
     assert "train_folds.csv has no fold 4 (it has folds 0, 1, 2)" in err
@@ -50,7 +50,7 @@ def test_train_refuses_a_fold_that_train_folds_csv_lacks(tiny_data, capsys):
 
 
 def test_predict_refuses_a_fold_that_train_folds_csv_lacks(tiny_data, capsys):
-    make_folds("--folds", "3")
+    make_folds("--n-folds", "3")
     experiment = tiny_data / "experiments" / "fake"
     (experiment / "fold_3").mkdir(parents=True)
     classes = pd.read_csv(tiny_data / "sample_submission.csv", nrows=0).columns[1:].tolist()

@@ -189,7 +189,7 @@ def test_a_file_experiment_streams_through_the_demo_and_runs_in_a_kernel(tiny_da
         assert sum(name.endswith(".pth") for name in names) == 5
         packed.extractall(tmp_path / "weights")
     out = tmp_path / "kernel"
-    argv = ["--out", str(out), "--experiment", "my_exp", "--blend", "my_exp,auxiliary_016"]
+    argv = ["--out", str(out), "--experiment", "my_exp", "--kernels", "single"]
     assert build_kernel.main(argv) == 0
 
     competition = tmp_path / "competition"

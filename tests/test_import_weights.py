@@ -178,6 +178,8 @@ def test_unmappable_fcnet_key_and_class_count(original, tmp_path):
 
 
 def test_cli_from_zip_refuses_overwrite_without_force(original, tmp_path, capsys):
+    """A rerun on what is already imported from the same files says so with status 0 and
+    touches nothing; another source for the same names needs --force."""
     import import_weights
 
     archive = tmp_path / "experiments.zip"
@@ -194,8 +196,20 @@ def test_cli_from_zip_refuses_overwrite_without_force(original, tmp_path, capsys
     assert "2 experiment(s) imported" in printed.out
     marker = out / "corrections_002" / "mine.txt"
     marker.write_text("kept")
-    assert import_weights.main(args) == 1
-    assert "already exists; use --force" in capsys.readouterr().err
+    assert import_weights.main(args) == 0
+    printed = capsys.readouterr()
+    assert "0 experiment(s) imported, 2 already imported" in printed.out, printed
+    assert "already imported" in printed.out.splitlines()[2] and not printed.err
+    assert marker.is_file()
+    unpacked = [
+        str(original / "experiments"),
+        "--out",
+        str(out),
+        "--experiments",
+        "corrections_002",
+    ]
+    assert import_weights.main(unpacked) == 1
+    assert "already exists (not imported from these files); use --force" in capsys.readouterr().err
     assert marker.is_file()
     assert import_weights.main([*args, "--force"]) == 0
     assert not marker.exists()

@@ -150,9 +150,9 @@ def test_weights_zip_holds_the_best_checkpoint_of_each_fold(smoke_tree, weights_
 def test_packaging_names_what_is_missing(smoke_tree, tmp_path):
     experiments = copy_tree(smoke_tree / "experiments", tmp_path / "experiments")
     shutil.rmtree(experiments / "corr_noisy_004" / "fold_2")
-    with pytest.raises(ConfigError, match="corr_noisy_004 fold 2"):
+    with pytest.raises(ConfigError, match=r"corr_noisy_004 \(no checkpoint for fold\(s\) 2\)"):
         package_weights(experiments, STACKING, tmp_path / "weights.zip")
-    with pytest.raises(ConfigError, match="experiment not_trained: no folder"):
+    with pytest.raises(ConfigError, match=r"not_trained \(not trained\)"):
         package_weights(experiments, ["not_trained"], tmp_path / "weights.zip")
     assert not (tmp_path / "weights.zip").exists()
 
@@ -340,7 +340,7 @@ def test_kernel_steps_follow_the_kind_and_mode():
     ]
     stacking = KernelPlan("stacking", ["s1", "s2"])
     assert script_steps(stacking) == [
-        ["stacking_predict.py", "--stacking", "s1,s2", "--batch-size", "64", "--no-progress",
+        ["stacking_predict.py", "--experiments", "s1,s2", "--batch-size", "64", "--no-progress",
          "--fill-undecodable"]
     ]  # fmt: skip
     assert KernelPlan.from_parameters(stacking.to_parameters()) == stacking

@@ -230,7 +230,7 @@ def test_the_command_reports_and_writes_the_choice(tmp_path):
     prefix = f"FREESOUND_DATA_DIR={shlex.quote(str(data))} python"
     for command in (
         f"stacking_train.py --experiment {out / 'chosen.json'}",
-        f"stacking_predict.py --stacking {out / 'chosen.json'}",
+        f"stacking_predict.py --experiments {out / 'chosen.json'}",
         f"blend_predict.py --experiments {out / 'chosen.json'}",
     ):
         assert f"{prefix} {command}" in printed

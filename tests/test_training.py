@@ -282,8 +282,24 @@ def test_a_reworded_provenance_note_does_not_make_another_run(tmp_path):
     prepare_experiment_dir(folder, reworded, force=False)  # continues the same run
     changed = json.loads(json.dumps(record))
     changed["config"]["max_epochs"] += 1
-    with pytest.raises(ExperimentExistsError, match="different config"):
+    epochs = record["config"]["max_epochs"]
+    with pytest.raises(ExperimentExistsError, match="different config") as refused:
         prepare_experiment_dir(folder, changed, force=False)
+    assert f"(config.max_epochs: {epochs} -> {epochs + 1})" in str(refused.value)
+
+
+def test_a_folder_where_no_fold_started_takes_the_new_config(tmp_path):
+    """A run refused after its params.json was written (nothing trained under it) is no
+    'different config' for the corrected rerun."""
+    folder = tmp_path / "exp"
+    record = {"config": resolve("corr_noisy_003", "smoke"), "classes": ["a"], "seed": 1}
+    prepare_experiment_dir(folder, record, force=False)
+    changed = json.loads(json.dumps(record))
+    changed["config"]["max_epochs"] += 1
+    prepare_experiment_dir(folder, changed, force=False)
+    assert json.loads((folder / "params.json").read_text())["config"]["max_epochs"] == (
+        record["config"]["max_epochs"] + 1
+    )
 
 
 def test_epoch_lines_go_to_the_log_file_unless_verbose(tiny_data, capfd):

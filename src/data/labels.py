@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from src.cli import command_line
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary
 from src.data.corrections import apply_corrections, find_corrections, relabelled_only
 from src.utils import FILE_NOT_FOUND, file_problem
@@ -113,14 +114,32 @@ def make_folds(
     return folds
 
 
+def no_dataset_message(data_dir: Path) -> str:
+    """What to do when the data directory holds no training set: make one, or import weights."""
+    state = "does not exist" if not data_dir.is_dir() else "holds no dataset (no train_curated.csv)"
+    return (
+        f"the data directory {data_dir} {state} (it is --data-dir, else $FREESOUND_DATA_DIR, "
+        f"else data/): make a dataset there from your recordings "
+        f"(`{command_line('make_dataset.py', 'SOURCE', '--out', data_dir)}`) or a synthetic one "
+        f"(`{command_line('make_synthetic.py', '--out', data_dir)}`), then "
+        f"`{command_line('make_folds.py')}`; to tag and predict without "
+        f"training, import the released weights "
+        f"(`{command_line('import_weights.py', 'experiments.zip')}`)"
+    )
+
+
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no folds file; run `python make_folds.py` first")
+        if not (path.parent / "train_curated.csv").is_file():
+            raise ConfigError(no_dataset_message(path.parent))
+        raise ConfigError(f"{path}: no folds file; run `{command_line('make_folds.py')}` first")
     folds = pd.read_csv(path, dtype={"fname": str, "labels": str, "file_path": str})
     missing = [c for c in ("fname", "labels", "fold", "file_path") if c not in folds.columns]
     if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}; rerun `python make_folds.py`")
+        raise ConfigError(
+            f"{path}: missing column(s) {missing}; rerun `{command_line('make_folds.py')}`"
+        )
     return folds
 
 
@@ -145,7 +164,7 @@ def load_folds(paths: Paths, folds: Iterable[int] | None = None) -> pd.DataFrame
             raise ConfigError(
                 f"{paths.folds_csv} has no fold {', '.join(map(str, absent))} (it has folds "
                 f"{', '.join(map(str, have))}): pass --folds {','.join(map(str, have))}, or "
-                "rerun `python make_folds.py` (5 folds by default)"
+                f"rerun `{command_line('make_folds.py')}` (5 folds by default)"
             )
     return table
 
@@ -169,7 +188,7 @@ def check_folds_current(folds: pd.DataFrame, curated_csv: Path, folds_csv: Path)
     if changes:
         raise ConfigError(
             f"{folds_csv} is stale: {curated_csv.name} changed since make_folds.py made it "
-            f"(clips {'; '.join(changes)}); rerun `python make_folds.py`"
+            f"(clips {'; '.join(changes)}); rerun `{command_line('make_folds.py')}`"
         )
 
 

@@ -45,7 +45,14 @@ from src.data.audio import (
     read_audio,
 )
 from src.data.labels import listed_audio_files
-from src.utils import pool_map, remove_leftovers_of, staged_folder, start_pool, writer_lock
+from src.utils import (
+    pool_map,
+    progress_shown,
+    remove_leftovers_of,
+    staged_folder,
+    start_pool,
+    writer_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +246,7 @@ def _write_store(
                 total=len(files),
                 desc=f"log-mel {set_name}",
                 unit="clip",
-                disable=not progress,
+                disable=not (progress and progress_shown()),
                 smoothing=0.05,
             )
             for fname, spec, error in bar:

@@ -372,7 +372,7 @@ def _generate(
         if old["complete"] and changed and not overwrite:
             raise ValueError(
                 f"{out_dir} holds a synthetic dataset generated with other arguments "
-                f"({changed}); pass overwrite=True (--overwrite) to replace it"
+                f"({changed}); pass overwrite=True (--force) to replace it"
             )
 
     plans = plan_clips(spec)

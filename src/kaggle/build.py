@@ -29,7 +29,7 @@ from pathlib import Path
 from src.config import REPO_ROOT, WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiments import STACKING, resolve
 from src.kaggle.runtime import KernelPlan, with_stacking_inputs
-from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_params
+from src.runs import PARAMS_FILE, fold_dir, locate_checkpoints, read_experiment, read_params
 from src.utils import tmp_name, write_text_atomic
 
 TEMPLATE = Path(__file__).parent / "templates" / "kernel.py"
@@ -161,6 +161,30 @@ def default_plans(
     ]
 
 
+def untrained(plans: Sequence[KernelPlan], experiments_dir: Path) -> list[str]:
+    """What the kernels of `plans` would miss on Kaggle (`missing_folds`); a train-mode kernel
+    trains its own."""
+    names: list[str] = []
+    for plan in plans:
+        if plan.mode != "train":
+            names.extend(with_stacking_inputs(plan.experiments, experiments_dir))
+    return missing_folds(names, experiments_dir)
+
+
+def missing_folds(names: Sequence[str], experiments_dir: Path) -> list[str]:
+    """One entry per experiment without a checkpoint for each of its five folds under
+    `experiments_dir` ('NAME (why)')."""
+    missing = []
+    for name in dict.fromkeys(names):
+        experiment = read_experiment(experiments_dir / name)
+        if experiment is None:
+            missing.append(f"{name} (not trained)")
+        elif experiment.missing():
+            folds = ",".join(map(str, experiment.missing()))
+            missing.append(f"{name} (no checkpoint for fold(s) {folds})")
+    return missing
+
+
 def build_kernels(
     out_dir: str | os.PathLike, plans: Sequence[KernelPlan], repo_root: Path = REPO_ROOT
 ) -> list[Path]:
@@ -198,13 +222,14 @@ def package_weights(
     """A zip of `experiments/<exp>/params.json` and the best checkpoint of each fold of the
     experiments (stacking ones bring their first-level inputs), to upload as a Kaggle dataset."""
     experiments = with_stacking_inputs(names, experiments_dir)
-    checkpoints, problems = locate_checkpoints(experiments_dir, experiments)
-    if problems:
+    missing = missing_folds(experiments, experiments_dir)
+    if missing:
         raise ConfigError(
-            f"cannot package the weights from {experiments_dir}:\n  "
-            + "\n  ".join(problems)
-            + "\ntrain them first (train_folds.py / stacking_train.py)"
+            f"cannot package the weights from {experiments_dir}: {'; '.join(missing)} (the "
+            "kernels predict with the five fold models of each experiment: train or import "
+            "them first)"
         )
+    checkpoints, _ = locate_checkpoints(experiments_dir, experiments)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(out)

@@ -217,7 +217,7 @@ def script_steps(plan: KernelPlan) -> list[list[str]]:
     fill = ["--fill-undecodable"] if plan.fill_undecodable else []
     run = [*device, "--batch-size", str(plan.batch_size), "--no-progress"]
     if plan.kind == "stacking":
-        return [["stacking_predict.py", "--stacking", ",".join(plan.experiments), *run, *fill]]
+        return [["stacking_predict.py", "--experiments", ",".join(plan.experiments), *run, *fill]]
     predict = [["predict_folds.py", "--experiment", n, *run, *fill] for n in plan.experiments]
     if plan.kind == "single":
         return predict

@@ -6,11 +6,14 @@ from torch import nn
 
 
 class SqueezeExcitation(nn.Module):
-    """A sigmoid gate on the input features computed from the features themselves."""
+    """A sigmoid gate on the input features computed from the features themselves, through
+    `features // reduction_scale` hidden units, at least one: with fewer inputs than
+    `reduction_scale` (a stacking experiment over few classes or experiments) the division
+    gives 0, a layer of no weights that never learns."""
 
     def __init__(self, features: int, reduction_scale: int) -> None:
         super().__init__()
-        hidden = features // reduction_scale
+        hidden = max(1, features // reduction_scale)
         self.fc1 = nn.Linear(features, hidden)
         self.fc2 = nn.Linear(hidden, features)
 

@@ -42,9 +42,8 @@ def predict_mlp(model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Probabilities of a stacking MLP for (rows, n_experiments * n_classes) inputs."""
     outputs = []
     for start in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(
-            np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
-        )
+        # A copy: the inputs may be read-only maps of prediction files.
+        batch = torch.from_numpy(np.array(inputs[start : start + batch_size], dtype=np.float32))
         output = model.predict(batch).float().cpu()
         name = getattr(model, "checkpoint_path", "a stacking MLP")
         outputs.append(check_outputs(output, name).numpy())
@@ -85,11 +84,14 @@ def final_blend(
     return geometric_mean([*first_level, *second])
 
 
-def load_stacking(experiments_dir: Path, name: str, device: str) -> StackingModels:
-    """The fold models of a stacking experiment, loaded for prediction, with their classes."""
-    experiment = find_experiment(experiments_dir, name, range(N_FOLDS))
+def load_stacking(
+    experiments_dir: Path, name: str, device: str, folds: Sequence[int] = range(N_FOLDS)
+) -> StackingModels:
+    """The fold models (`folds`) of a stacking experiment, loaded for prediction, with their
+    classes."""
+    experiment = find_experiment(experiments_dir, name, folds)
     models = {}
-    for fold, checkpoint in experiment.checkpoints().items():
+    for fold, checkpoint in experiment.checkpoints(folds).items():
         model = load_checkpoint(checkpoint, device)
         if checkpoint_classes(checkpoint, output_count(model)) != experiment.classes:
             raise ConfigError(f"{checkpoint}: its classes differ from {experiment.directory}'s")
@@ -125,13 +127,14 @@ def first_level_test(
     device: str,
     batch_size: int,
     progress: bool,
+    folds: Sequence[int] = range(N_FOLDS),
 ) -> pd.DataFrame:
-    """Test tile means of every fold model at step crop/2, geometric mean over folds; columns
-    named by the experiment's recorded classes."""
-    experiment = find_experiment(paths.experiments_dir, name, range(N_FOLDS))
+    """Test tile means of every fold model (`folds`) at step crop/2, geometric mean over
+    folds; columns named by the experiment's recorded classes."""
+    experiment = find_experiment(paths.experiments_dir, name, folds)
     step = tile_steps(experiment.config)["stacking_test"]
     frames = []
-    for fold, checkpoint in experiment.checkpoints().items():
+    for fold, checkpoint in experiment.checkpoints(folds).items():
         predictor = Predictor(checkpoint, device, batch_size, tile_step=step)
         out_dir = fold_dir(paths.prediction_dir(name), fold) / f"test_step{step}"
         frames.append(
@@ -163,8 +166,12 @@ def ensemble_predict(
     batch_size: int = 64,
     progress: bool = True,
     with_oof: bool = True,
+    folds: Sequence[int] = range(N_FOLDS),
 ) -> EnsembleResult:
-    """The final blend of the test set (see the module's docstring)."""
+    """The final blend of the test set (see the module's docstring), of the fold models
+    `folds` of every experiment; the out-of-fold table needs all of them."""
+    if with_oof and list(folds) != list(range(N_FOLDS)):
+        raise ConfigError("the out-of-fold table needs all five folds of every experiment")
     configs = [find_experiment(paths.experiments_dir, name).config for name in stacking_names]
     inputs = configs[0]["inputs"]
     if any(c["inputs"] != inputs for c in configs):
@@ -175,12 +182,12 @@ def ensemble_predict(
             check_oof_inputs(paths.predictions_dir, inputs, range(N_FOLDS))
         except ConfigError as error:
             raise ConfigError(f"{error}; or pass --no-oof to skip the out-of-fold table") from None
-    stacking = [load_stacking(paths.experiments_dir, n, device) for n in stacking_names]
+    stacking = [load_stacking(paths.experiments_dir, n, device, folds) for n in stacking_names]
     classes = stacking[0].classes
     test = test_store(paths)
     first = [
         align_columns(
-            first_level_test(n, paths, test, device, batch_size, progress),
+            first_level_test(n, paths, test, device, batch_size, progress, folds),
             classes,
             f"{n}'s test predictions",
             f"stacking experiment {stacking_names[0]}",

@@ -47,6 +47,7 @@ from src.runs import (
 from src.utils import (
     LOCK_FILE,
     geometric_mean,
+    progress_shown,
     remove_leftovers,
     save_npy_atomic,
     write_csv_atomic,
@@ -76,7 +77,13 @@ def predict_clips(
     predictions as <fname>.npy."""
     means = []
     chunk = 32  # clips per call: tiles of several clips share the model's batches
-    bar = tqdm(total=len(fnames), desc=desc, unit="clip", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(fnames),
+        desc=desc,
+        unit="clip",
+        disable=not (progress and progress_shown()),
+        leave=False,
+    )
     for start in range(0, len(fnames), chunk):
         names = fnames[start : start + chunk]
         for fname, tiles in zip(names, predictor.predict_tiles([store[f] for f in names])):

@@ -153,7 +153,10 @@ class Predictor:
 
     def _tiles(self, spectrogram) -> torch.Tensor:
         """(n_tiles, n_mels, tile): a view of the padded spectrogram, nothing copied per tile."""
-        spectrogram = torch.as_tensor(np.asarray(spectrogram, dtype=np.float32)).to(self.device)
+        values = np.asarray(spectrogram, dtype=np.float32)
+        if not values.flags.writeable:  # a read-only store map: torch wants memory it may own
+            values = values.copy()
+        spectrogram = torch.from_numpy(values).to(self.device)
         if not bool(torch.isfinite(spectrogram).all()):
             raise PredictionError(
                 "a spectrogram to predict holds NaN or infinite values (from a spectrogram store "

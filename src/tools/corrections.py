@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.cli import command_line
 from src.config import N_FOLDS, ConfigError, Paths, Vocabulary, vocabulary_source
 from src.data.corrections import REMOVE, Corrections, save_corrections
 from src.data.labels import read_labels_csv
@@ -157,7 +158,8 @@ def read_review_list(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"{path}: review list not found; make one with `python make_corrections.py curated`"
+            f"{path}: review list not found; make one with "
+            f"`{command_line('make_corrections.py', 'curated')}`"
         )
     table = pd.read_csv(path, dtype={"fname": str, "labels": str}, keep_default_na=False)
     missing = [c for c in ("fname", "labels", "score") if c not in table.columns]

@@ -44,6 +44,7 @@ from src.runs import (
     best_of,
     checkpoint_score,
     read_checkpoint,
+    read_params,
     write_checkpoint,
 )
 from src.utils import remove_leftovers, staged_folder, tmp_name, write_json_atomic, writer_lock
@@ -315,6 +316,7 @@ class ImportResult:
     parameters: int = 0
     error: str | None = None
     skipped: bool = False  # exists and --force not given
+    already: bool = False  # imported before from the same files: nothing to do
 
 
 def import_experiment(
@@ -346,11 +348,17 @@ def _import_experiment(
 ) -> ImportResult:
     result = ImportResult(experiment)
     target = experiments_dir / experiment
+    folds = best_per_fold(files)
     if target.exists() and not force:
-        result.error = f"{target} already exists; use --force to replace it"
+        recorded = (read_params(target) or {}).get("source", {}).get("files")
+        if recorded == {str(f): item.where for f, item in folds.items()}:
+            result.already, result.folds = True, sorted(folds)
+            return result
+        result.error = (
+            f"{target} already exists (not imported from these files); use --force to replace it"
+        )
         result.skipped = True
         return result
-    folds = best_per_fold(files)
     converted: dict[int, Converted] = {}
     try:
         for fold, item in folds.items():
@@ -431,7 +439,13 @@ def import_source(
 def format_table(results: Sequence[ImportResult]) -> str:
     rows = [("experiment", "folds", "architecture", "parameters", "status")]
     for r in results:
-        status = "skipped" if r.skipped else ("FAILED" if r.error else "imported")
+        status = (
+            "already imported"
+            if r.already
+            else "skipped"
+            if r.skipped
+            else ("FAILED" if r.error else "imported")
+        )
         rows.append(
             (
                 r.experiment,

@@ -167,10 +167,22 @@ class OnnxPredictor(Predictor):
             raise ConfigError(f"{path}: ONNX model not found")
         self.path = path
         self.name = str(path)
-        self.session = make_session(path, threads)
+        try:
+            self.session = make_session(path, threads)
+        except Exception as error:  # onnxruntime's own exception types: not an ONNX graph
+            hint = "a checkpoint: give it to --model" if path.suffix == ".pth" else "not ONNX"
+            reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+            raise ConfigError(f"{path}: {hint} ({reason})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "crop_size" not in metadata or "classes" not in metadata:
             raise ConfigError(f"{path}: not exported by export_onnx.py (no crop/classes metadata)")
+        rank = len(self.session.get_inputs()[0].shape)
+        if rank != 4:  # a stacking MLP takes first-level probabilities, not spectrogram tiles
+            architecture = metadata.get("architecture", "?")
+            raise ConfigError(
+                f"{path}: a stacking network ({architecture}, input of rank {rank}) tags "
+                "first-level predictions, not audio; export a first-level checkpoint for --onnx"
+            )
         self.classes = tuple(json.loads(metadata["classes"]))
         self.architecture = metadata.get("architecture", "?")
         self.device = torch.device("cpu")

@@ -9,13 +9,26 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import torch
 
-from src.cli import default_device, fail, parse_folds
+from src.cli import (
+    TRAINING_AMP,
+    add_amp,
+    add_data_dir,
+    add_device,
+    add_folds,
+    add_force,
+    add_no_progress,
+    fail,
+    parse_folds,
+    resolve_device,
+    use_data_dir,
+)
 from src.config import ConfigError, Paths, default_num_workers, get_paths, load_vocabulary
 from src.data.labels import folds_digest, load_folds
-from src.experiment_files import load_experiment
+from src.experiment_files import is_experiment_file, load_experiment
 from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
 from src.runs import audio_record, corrections_record, prepare_experiment_dir
@@ -28,33 +41,33 @@ from src.training.stacking import build_stacking_fold, load_stacking_data, stack
 from src.utils import setup_logging
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--amp",
-        default="auto",
-        choices=["auto", "off", "fp16", "bf16"],
-        help="mixed precision (default auto: bf16 on GPUs that support it, off on the CPU)",
-    )
+def add_run_arguments(parser: argparse.ArgumentParser, kind: str = "cnn") -> None:
+    """How the folds run; the CNN-only options (precision, memory format, augmentation
+    device, compilation) only for first-level experiments: the stacking MLP has none."""
+    add_device(parser)
+    if kind == "cnn":
+        add_amp(parser, TRAINING_AMP)
     parser.add_argument(
         "--seed", type=int, default=2019, help="fixes every random draw (default 2019)"
     )
     parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    if kind == "cnn":
+        parser.add_argument(
+            "--channels-last", action="store_true", help="channels-last memory format"
+        )
     parser.add_argument(
         "--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun"
     )
-    parser.add_argument(
-        "--augment-on",
-        default="cpu",
-        choices=["cpu", "gpu"],
-        help="cpu: the faithful numpy path in the loader workers (default); gpu: the same "
-        "augmentations batched on the training device",
-    )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if kind == "cnn":
+        parser.add_argument(
+            "--augment-on",
+            default="cpu",
+            choices=["cpu", "gpu"],
+            help="cpu: the faithful numpy path in the loader workers (default); gpu: the same "
+            "augmentations batched on the training device",
+        )
+        parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    add_no_progress(parser)
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -99,28 +112,26 @@ def run_record(
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    device = args.device or default_device()
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    device = resolve_device(args.device)
     workers = default_num_workers() if args.workers is None else args.workers
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune the convolutions
-    resolve_amp(args.amp, device)  # validates; each device resolves 'auto' for itself
+    amp = getattr(args, "amp", TRAINING_AMP)
+    resolve_amp(amp, device)  # validates; each device resolves 'auto' for itself
     return RunOptions(
         device=device,
-        amp=args.amp,
+        amp=amp,
         seed=args.seed,
         workers=workers,
-        channels_last=args.channels_last,
+        channels_last=getattr(args, "channels_last", False),
         sync_batchnorm=getattr(args, "sync_bn", False),
         augment_on=getattr(args, "augment_on", "cpu"),
         compile=getattr(args, "compile", False),
     )
 
 
-def train_command(argv: list[str] | None, description: str, kind: str) -> int:
-    """Parse, check the experiment folder, load the data once, train the folds (in parallel
-    over `--gpus` when given), print where the best checkpoints are."""
+def build_train_parser(description: str, kind: str) -> argparse.ArgumentParser:
+    """The options of train_folds.py (kind 'cnn') and stacking_train.py ('stacking')."""
     names = FIRST_LEVEL if kind == "cnn" else STACKING
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,22 +149,20 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         metavar="KEY.SUB=VALUE",
         help="override one setting, e.g. --set model.params.base_size=32 (repeatable)",
     )
-    parser.add_argument(
-        "--folds", default=None, help="comma-separated folds to train (default: all)"
+    add_folds(parser, "folds to train")
+    scales = [scale for scale in SCALES if kind == "cnn" or scale != "cpu"]
+    scale_help = (
+        "full: as registered (default); cpu: small enough to learn real recordings in minutes "
+        "on a laptop's CPU; smoke: tiny, for tests (= --smoke)"
+        if kind == "cnn"
+        else "full: as registered (default); smoke: tiny, for tests (= --smoke); there is no "
+        "cpu scale for a stacking experiment: its MLP is small at full size"
     )
-    parser.add_argument(
-        "--scale",
-        choices=list(SCALES),
-        default=None,
-        help="full: as registered (default); cpu: small enough to learn real recordings in "
-        "minutes on a laptop's CPU (first level); smoke: tiny, for tests (= --smoke)",
-    )
+    parser.add_argument("--scale", choices=scales, default=None, help=scale_help)
     parser.add_argument(
         "--smoke", action="store_true", help="shrink the experiment to run on a CPU in seconds"
     )
-    parser.add_argument(
-        "--force", action="store_true", help="delete an existing experiment and train again"
-    )
+    add_force(parser, "delete an existing experiment and train again")
     parser.add_argument(
         "--no-corrections", action="store_true", help="train without label-correction files"
     )
@@ -163,8 +172,17 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         default=None,
         help="override the experiment's epoch cap (recorded in params.json)",
     )
-    add_run_arguments(parser)
+    add_run_arguments(parser, kind)
+    add_data_dir(parser)
+    return parser
+
+
+def train_command(argv: list[str] | None, description: str, kind: str) -> int:
+    """Parse, check the experiment folder, load the data once, train the folds (in parallel
+    over `--gpus` when given), print where the best checkpoints are."""
+    parser = build_train_parser(description, kind)
     args = parser.parse_args(argv)
+    use_data_dir(args)
     setup_logging()
     try:
         paths = get_paths()
@@ -181,8 +199,8 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             other = "stacking_train.py" if kind == "cnn" else "train_folds.py"
             raise ConfigError(f"{name} is not a {kind} experiment: use {other}")
         folds = parse_folds(args.folds)
+        options = run_options(args)  # a device this machine lacks is the first thing said
         split = load_folds(paths, folds)  # stale or missing folds stop here, before extraction
-        options = run_options(args)
         context = None
         if launched_by_torchrun():
             if args.gpus:
@@ -199,7 +217,10 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:
             data = load(config, paths, vocabulary, corrections)
-            prepare_experiment_dir(experiment_dir, record, args.force, runtime=vars(args))
+            runtime = dict(vars(args))
+            if is_experiment_file(args.experiment):  # what a hint gives --experiment to rerun it
+                runtime["experiment_file"] = str(Path(args.experiment).resolve())
+            prepare_experiment_dir(experiment_dir, record, args.force, runtime=runtime)
         barrier()
         if context is not None and not context.is_main:
             data = load(config, paths, vocabulary, corrections)

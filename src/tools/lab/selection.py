@@ -274,6 +274,6 @@ def follow_up_commands(path: Path) -> list[str]:
     plain blend of the chosen experiments."""
     return [
         command_line("stacking_train.py", "--experiment", path),
-        command_line("stacking_predict.py", "--stacking", path),
+        command_line("stacking_predict.py", "--experiments", path),
         command_line("blend_predict.py", "--experiments", path),
     ]

@@ -35,11 +35,17 @@ class Clip:
 def collect_audio_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given, folders expanded to their audio files (recursively, sorted).
 
-    A path given that is not a readable file is kept: reading it reports it as skipped. In a
-    folder, what is not one (a FIFO, a socket, a broken link, ...) is named and left out.
+    A missing audio file is kept: reading it reports it as skipped. A missing path that names
+    no audio file (a folder, a typo) is an error: nothing inside it could be tagged. In a
+    folder, what is not a readable file (a FIFO, a socket, a broken link, ...) is named and left
+    out.
     """
     files: list[Path] = []
-    for item in map(Path, inputs):
+    for given, item in zip(map(str, inputs), map(Path, inputs)):
+        if not item.exists() and (
+            given.endswith(("/", os.sep)) or item.suffix.lower() not in AUDIO_EXTENSIONS
+        ):
+            raise ConfigError(f"{given}: no such file or folder")
         if item.is_dir():
             names = (p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
             found = readable_files(p for p in names if not p.is_dir())[0]

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from src.config import ConfigError
+from src.config import N_FOLDS, ConfigError
 from src.experiments import tile_steps
 from src.prediction.ensemble import final_blend, load_stacking
 from src.prediction.experiment import fold_blend
 from src.prediction.tiling import Predictor
-from src.runs import class_order, find_experiment
+from src.runs import checkpoint_file, class_order, find_experiment
 from src.tools.tagging.trained import model_classes
 
 
@@ -96,6 +96,7 @@ class StackingEnsemble:
         stacking_names: Sequence[str],
         device: str,
         batch_size: int,
+        folds: Sequence[int] = range(N_FOLDS),
     ) -> None:
         stacking = [find_experiment(experiments_dir, name) for name in stacking_names]
         if any(e.kind != "stacking" for e in stacking):
@@ -106,12 +107,12 @@ class StackingEnsemble:
         self.first_level = []
         for name in inputs:
             experiment = find_experiment(experiments_dir, name)
-            checkpoints = experiment.checkpoints().values()
+            checkpoints = experiment.checkpoints(folds).values()
             step = tile_steps(experiment.config)["stacking_test"]
             self.first_level.append(
                 FoldBlend(list(checkpoints), device, batch_size, step, resident=False)
             )
-        self.stacking = [load_stacking(experiments_dir, e.name, device) for e in stacking]
+        self.stacking = [load_stacking(experiments_dir, e.name, device, folds) for e in stacking]
         # Named by the first stacking experiment's classes; every other experiment's outputs
         # are matched to them by name (a class set that differs is an error).
         self.classes = self.stacking[0].classes
@@ -153,20 +154,23 @@ class ModelSource:
 
 
 def checkpoint_source(path: Path, device: str, batch_size: int) -> ModelSource:
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: checkpoint not found")
-    blend = FoldBlend([Path(path)], device, batch_size, tile_step=None)
+    path = checkpoint_file(path, "--model")
+    blend = FoldBlend([path], device, batch_size, tile_step=None)
     return ModelSource(f"checkpoint {path}", blend.classes, blend)
 
 
 def experiment_source(
-    experiments_dir: Path, name: str, device: str, batch_size: int
+    experiments_dir: Path,
+    name: str,
+    device: str,
+    batch_size: int,
+    folds: Sequence[int] | None = None,
 ) -> ModelSource:
     experiment = find_experiment(experiments_dir, name)
     if experiment.kind != "cnn":
         raise ConfigError(f"{name} is a stacking experiment: use --ensemble")
-    # The folds trained so far (one fold at --scale cpu is a usable tagger).
-    folds = sorted(experiment.folds)
+    # Default: the folds trained so far (one fold at --scale cpu is a usable tagger).
+    folds = sorted(experiment.folds) if folds is None else folds
     checkpoints = list(experiment.checkpoints(folds).values())
     step = tile_steps(experiment.config)["test"]
     blend = FoldBlend(checkpoints, device, batch_size, step)
@@ -175,8 +179,12 @@ def experiment_source(
 
 
 def ensemble_source(
-    experiments_dir: Path, stacking_names: Sequence[str], device: str, batch_size: int
+    experiments_dir: Path,
+    stacking_names: Sequence[str],
+    device: str,
+    batch_size: int,
+    folds: Sequence[int] = range(N_FOLDS),
 ) -> ModelSource:
-    ensemble = StackingEnsemble(experiments_dir, stacking_names, device, batch_size)
+    ensemble = StackingEnsemble(experiments_dir, stacking_names, device, batch_size, folds)
     description = f"stacking ensemble ({len(ensemble.names)} experiments)"
     return ModelSource(description, ensemble.classes, ensemble)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from src.cli import command_line
 from src.config import ConfigError
 from src.prediction.tiling import output_count
 from src.runs import TrainedExperiment, checkpoint_classes, trained_experiments
 
-TRAIN_HINT = (
-    "train one with `python train_folds.py --experiment corr_noisy_007` (or `make smoke` for a "
-    "quick one, then set FREESOUND_DATA_DIR=data/synthetic), or pass --model PATH"
-)
+
+def train_hint() -> str:
+    """Where models come from: the released weights, training (on the data directory), or a
+    checkpoint named on the command line."""
+    return (
+        "import the released weights (`"
+        + command_line("import_weights.py", "experiments.zip")
+        + "`), or train one (`"
+        + command_line("train_folds.py", "--experiment", "corr_noisy_007", "--scale", "cpu")
+        + "` on a dataset in the data directory: README, 'Quick start'), or pass --model PATH"
+    )
 
 
 def best_experiment(experiments_dir: Path) -> TrainedExperiment:
@@ -23,7 +31,10 @@ def best_experiment(experiments_dir: Path) -> TrainedExperiment:
     """
     candidates = [e for e in trained_experiments(experiments_dir) if e.kind == "cnn"]
     if not candidates:
-        raise ConfigError(f"no trained model found in {experiments_dir}: {TRAIN_HINT}")
+        raise ConfigError(
+            f"no trained model found in {experiments_dir} (the data directory's experiments: "
+            f"--data-dir, else $FREESOUND_DATA_DIR, else data/): {train_hint()}"
+        )
     return max(candidates, key=lambda e: (e.mean_score, e.name))
 
 

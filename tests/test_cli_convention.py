@@ -37,6 +37,7 @@ WITH_FOLDS = {
     "stacking_predict.py",
     "tag_audio.py",
     "demo.py",
+    "search.py",
 }
 # What replaces something that exists (an experiment, a dataset, an import) asks for --force.
 WITH_FORCE = {
@@ -114,7 +115,8 @@ def test_help_renders_and_shared_options_agree(name, parser):
     amp = option(parser, "--amp")
     if amp is not None:
         assert tuple(amp.choices) == AMP_CHOICES, name
-        assert amp.default == (TRAINING_AMP if script == "train_folds.py" else PREDICTION_AMP)
+        training = script in ("train_folds.py", "search.py")
+        assert amp.default == (TRAINING_AMP if training else PREDICTION_AMP)
 
     folds = option(parser, "--folds")
     assert (folds is not None) == (script in WITH_FOLDS), f"{name}: --folds"
@@ -167,7 +169,8 @@ def test_folds_parse_alike_everywhere():
         required = [a for a in parser._actions if a.required]
         argv = []
         for action in required:
-            argv += [action.option_strings[0], "x"] if action.option_strings else ["x"]
+            value = "1" if action.type is int else "x"
+            argv += [action.option_strings[0], value] if action.option_strings else [value]
         if script == "tag_audio.py":
             argv += ["--experiment", "x"]
         if script == "demo.py":

@@ -283,3 +283,44 @@ def test_an_imported_source_trains_through_the_script(imported_source, tmp_path,
     record = read_params(get_paths().experiment_dir("from_original"))
     assert record["config"]["model"]["name"] == "RnnAuxSkipAttention"
     assert record["init_from"]["folds"]["0"]["fold"] == 0
+
+
+def test_warm_restarts_follow_torch_and_resume_at_the_same_rates(tiny_data, tmp_path):
+    from src.training.first_level import build_fold, load_first_level_data
+    from src.training.loop import run_fold
+    from src.training.parts import RunOptions
+    from tests.helpers import micro_config
+    from tests.test_training import InterruptAfter
+
+    warm = {"T_0": 2, "T_mult": 2, "eta_min": 1e-5}
+    config = micro_config("auxiliary_016", max_epochs=5, early_stopping=None)
+    config["scheduler"]["warm_restarts"] = warm
+    paths = get_paths()
+    data = load_first_level_data(config, paths, load_vocabulary(paths), "if-present")
+
+    def train(folder, interrupt_at=None):
+        parts = build_fold(data, 0, RunOptions())
+        if interrupt_at is not None:
+            parts.extra_callbacks.append(InterruptAfter(interrupt_at))
+        return run_fold(parts, folder, Schedule.from_config(config), "warm", progress=False)
+
+    train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", interrupt_at=3)  # saved after epoch 2: mid-cycle
+    train(tmp_path / "resumed")
+    import pandas as pd
+
+    straight = pd.read_csv(tmp_path / "straight" / "log.csv")
+    resumed = pd.read_csv(tmp_path / "resumed" / "log.csv")
+    # torch's own schedule, epoch by epoch (log.csv is written after the scheduler's step: each
+    # row holds the rate of the epoch after it)
+    lr = config["optimizer"]["params"]["lr"]
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, **warm)
+    expected = []
+    for _ in range(5):
+        optimizer.step()
+        reference.step()
+        expected.append(optimizer.param_groups[0]["lr"])
+    assert straight["lr"].astype(float).tolist() == pytest.approx(expected, rel=1e-4)
+    pd.testing.assert_frame_equal(straight.drop(columns="time"), resumed.drop(columns="time"))

@@ -7,21 +7,40 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+import demo
+import export_onnx
+import tag_audio
 from src.config import FAT2019_CLASSES, get_paths, load_vocabulary
 from src.experiment_files import load_experiment
+from src.kaggle.build import build_kernels, package_weights
+from src.kaggle.runtime import KernelPlan
 from src.models import AuxSkipAttention, RnnAuxSkipAttention, SkipAttention
 from src.models.argus_models import FreesoundModel, model_params
 from src.models.heads import is_head, output_layers
 from src.runs import CheckpointError, best_checkpoint, checkpoint_digest, read_params
 from src.training.command import train_command
-from src.training.finetune import transplant
-from src.training.parts import Schedule
-from tests.helpers import REPO_ROOT
+from src.training.finetune import initialise, resolve_source, transplant
+from src.training.first_level import build_fold, load_first_level_data
+from src.training.loop import run_fold
+from src.training.parts import RunOptions, Schedule
+from tests.helpers import (
+    COMPETITION,
+    REPO_ROOT,
+    FakeSoundDevice,
+    kaggle_root,
+    micro_config,
+    run_kernel,
+)
+from tests.test_training import InterruptAfter
 
 ARGS = ["--smoke", "--workers", "0", "--no-progress", "--device", "cpu"]
 ORIGINAL = Path(
@@ -255,7 +274,6 @@ def imported_source(tiny_data):
 
 
 def test_an_imported_80_class_network_starts_a_five_class_one(imported_source):
-    from src.training.finetune import initialise, resolve_source
 
     source = resolve_source("corr_noisy_007:0", imported_source, "mine")
     assert len(source.classes) == 80 and source.network[0] == "AuxSkipAttention"
@@ -286,11 +304,6 @@ def test_an_imported_source_trains_through_the_script(imported_source, tmp_path,
 
 
 def test_warm_restarts_follow_torch_and_resume_at_the_same_rates(tiny_data, tmp_path):
-    from src.training.first_level import build_fold, load_first_level_data
-    from src.training.loop import run_fold
-    from src.training.parts import RunOptions
-    from tests.helpers import micro_config
-    from tests.test_training import InterruptAfter
 
     warm = {"T_0": 2, "T_mult": 2, "eta_min": 1e-5}
     config = micro_config("auxiliary_016", max_epochs=5, early_stopping=None)
@@ -308,7 +321,6 @@ def test_warm_restarts_follow_torch_and_resume_at_the_same_rates(tiny_data, tmp_
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "resumed", interrupt_at=3)  # saved after epoch 2: mid-cycle
     train(tmp_path / "resumed")
-    import pandas as pd
 
     straight = pd.read_csv(tmp_path / "straight" / "log.csv")
     resumed = pd.read_csv(tmp_path / "resumed" / "log.csv")
@@ -324,3 +336,50 @@ def test_warm_restarts_follow_torch_and_resume_at_the_same_rates(tiny_data, tmp_
         expected.append(optimizer.param_groups[0]["lr"])
     assert straight["lr"].astype(float).tolist() == pytest.approx(expected, rel=1e-4)
     pd.testing.assert_frame_equal(straight.drop(columns="time"), resumed.drop(columns="time"))
+
+
+def test_a_fine_tuned_experiment_tags_scores_streams_and_packs(
+    source_trained, tmp_path, monkeypatch, capsys
+):
+    """An ordinary experiment on disk: tag_audio.py --experiment (with --score), the demo
+    (microphone path, a fake device), ONNX export and the single-experiment kernel take it as
+    any other."""
+
+    import pandas as pd
+
+    spec = experiment_file(tmp_path, "tuned", max_epochs=1)
+    args = ["--experiment", spec, "--init-from", "corrections_002:0", *ARGS]
+    assert train_command(args, "", kind="cnn") == 0
+    data = get_paths().input_dir
+    clips = data / "train_curated"
+    capsys.readouterr()
+    labels = data / "train_curated.csv"
+    assert tag_audio.main([str(clips), "--experiment", "tuned", "--score", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "lwlrap" in out and len(list(clips.iterdir())) <= out.count(".wav")
+
+    rng = np.random.default_rng(0)
+    blocks = [(0.1 * rng.standard_normal(44100)).astype(np.float32) for _ in range(3)]
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(blocks))
+    assert demo.main(["--experiment", "tuned", "--headless", "--seconds", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+    checkpoint = best_checkpoint(get_paths().experiment_dir("tuned") / "fold_0")[0]
+    onnx = tmp_path / "tuned.onnx"
+    assert export_onnx.main([str(checkpoint), "--out", str(onnx)]) == 0
+    assert tag_audio.main([str(clips), "--onnx", str(onnx)]) == 0
+
+    weights = package_weights(get_paths().experiments_dir, ["tuned"], tmp_path / "w.zip").path
+    (kernel,) = build_kernels(tmp_path / "kernel", [KernelPlan("single", ("tuned",), device="cpu")])
+
+    inputs = tmp_path / "input"
+    (inputs / COMPETITION).mkdir(parents=True)
+    (inputs / COMPETITION / "test").symlink_to(data / "test", target_is_directory=True)
+    (inputs / COMPETITION / "sample_submission.csv").symlink_to(data / "sample_submission.csv")
+    with zipfile.ZipFile(weights) as archive:
+        archive.extractall(inputs / "freesound-train")
+    root = kaggle_root(tmp_path / "kaggle", {p.name: p for p in inputs.iterdir()})
+    result = run_kernel(kernel, root)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    submission = pd.read_csv(root / "kaggle" / "working" / "submission.csv")
+    assert len(submission) == len(list((data / "test").iterdir()))

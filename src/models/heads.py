@@ -25,7 +25,7 @@ def output_layers(network: nn.Module) -> list[str]:
         if module is None:
             continue
         linears = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
-        names.append(f"{head}.{linears[-1]}")
+        names.append(f"{head}.{linears[-1]}" if linears[-1] else head)  # a head that is a Linear
     return names
 
 

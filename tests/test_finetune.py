@@ -28,7 +28,7 @@ from src.models.argus_models import FreesoundModel, model_params
 from src.models.heads import is_head, output_layers
 from src.runs import CheckpointError, best_checkpoint, checkpoint_digest, read_params
 from src.training.command import train_command
-from src.training.finetune import initialise, resolve_source, transplant
+from src.training.finetune import adopt_network, initialise, resolve_source, transplant
 from src.training.first_level import build_fold, load_first_level_data
 from src.training.loop import run_fold
 from src.training.parts import RunOptions, Schedule
@@ -39,6 +39,7 @@ from tests.helpers import (
     kaggle_root,
     micro_config,
     run_kernel,
+    save_cnn_checkpoint,
 )
 from tests.test_training import InterruptAfter
 
@@ -383,3 +384,36 @@ def test_a_fine_tuned_experiment_tags_scores_streams_and_packs(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     submission = pd.read_csv(root / "kaggle" / "working" / "submission.csv")
     assert len(submission) == len(list((data / "test").iterdir()))
+
+
+def test_an_interrupted_fine_tune_resumes_as_if_it_had_not_stopped(tiny_data, tmp_path):
+    source_path = save_cnn_checkpoint(tmp_path / "source" / "model-001-0.5.pth", crop_size=64)
+    config = micro_config("auxiliary_016", max_epochs=4)
+    config["finetune"] = {
+        "init_from": str(source_path),
+        "freeze_epochs": 2,
+        "backbone_lr_scale": 0.5,
+    }
+    source = resolve_source(str(source_path), get_paths().experiments_dir, "micro")
+    config = adopt_network(config, source)
+    paths = get_paths()
+    data = load_first_level_data(config, paths, load_vocabulary(paths), "if-present")
+
+    def train(folder, interrupt_at=None):
+        parts = build_fold(data, 0, RunOptions())
+        if interrupt_at is not None:
+            parts.extra_callbacks.append(InterruptAfter(interrupt_at))
+        return run_fold(parts, folder, Schedule.from_config(config), "micro", progress=False)
+
+    train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", interrupt_at=1)  # saved after epoch 0, inside the frozen ones
+    train(tmp_path / "resumed")
+    logs = [
+        pd.read_csv(tmp_path / d / "log.csv").drop(columns="time") for d in ("straight", "resumed")
+    ]
+    pd.testing.assert_frame_equal(*logs)
+    (a,), (b,) = (list((tmp_path / d).glob("model-*.pth")) for d in ("straight", "resumed"))
+    assert a.name == b.name
+    for key, value in state_of(a).items():
+        assert torch.equal(value, state_of(b)[key]), key

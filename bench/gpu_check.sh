@@ -22,7 +22,9 @@
 #   f) search_trial     search.py: one Optuna trial of one epoch (SQLite study, in-process)
 #   b) train_resume     train_fast's command stopped by SIGTERM after its first epoch, run again:
 #                       it resumes, and its log.csv equals train_fast's (bench/gpu_steps.py resume)
-#   b) train_compiled   train_fast + --compile, with the time left
+#      train_finetune   train_folds.py --init-from corr_noisy_007 (train_fast's fold 0) into
+#                       another experiment: 2 epochs, the first training only the heads
+#      train_compiled   train_fast + --compile, with the time left
 #   e) report           gpu_report.md + gpu_report.json in --out, the short table printed last
 # Each step runs under `timeout` (its own cap, never past the budget); a failed step is
 # reported with its error and the next one runs. Exit status 0 only when every step passed.
@@ -127,8 +129,8 @@ skip_step() {
 }
 
 # Keep a training run's logs (the experiment folder is replaced by the next run).
-keep_run() {
-    local exp="$DATA/experiments/$EXPERIMENT"
+keep_run() {  # keep_run NAME [EXPERIMENT]
+    local exp="$DATA/experiments/${2:-$EXPERIMENT}"
     rm -rf "$OUT/runs/$1"
     mkdir -p "$OUT/runs/$1"
     cp "$exp/params.json" "$exp/fold_0/log.csv" "$exp/fold_0/log.txt" \
@@ -188,6 +190,17 @@ else
     run_step train_resume 150 "$PY" bench/gpu_steps.py resume --json "$OUT/train_resume.json" \
         --device "$DEVICE" --experiment "$EXPERIMENT" --reference "$OUT/runs/train_fast/log.csv" \
         -- "$PY" "${TRAIN_FOLD[@]}" "${TRAIN[@]}" "${FAST[@]}"
+fi
+# b) a short fine-tune from the fast run's fold 0 (the same classes: every head row copied)
+if [ "$FAST_OK" != 0 ]; then
+    skip_step train_finetune "the fast run failed"
+else
+    printf '{"base": "%s", "name": "%s_finetune"}\n' "$EXPERIMENT" "$EXPERIMENT" \
+        > "$OUT/finetune.json"
+    run_step train_finetune 120 "$PY" train_folds.py --experiment "$OUT/finetune.json" \
+        --init-from "$EXPERIMENT" --set finetune.freeze_epochs=1 --folds 0 --no-corrections \
+        --max-epochs 2 --force --no-progress "${TRAIN[@]}" "${PREDICT_AMP[@]}"
+    keep_run train_finetune "${EXPERIMENT}_finetune"
 fi
 # b) once more with torch.compile, with whatever time is left
 if [ "$DRY" = 1 ]; then

@@ -28,6 +28,7 @@ TRAIN_RUNS = {
     "train_faithful": "fp32, numpy augmentation in the loader workers (faithful)",
     "train_fast": "bf16 + channels-last + GPU augmentation",
     "train_compiled": "bf16 + channels-last + GPU augmentation + torch.compile",
+    "train_finetune": "fine-tune (--init-from, 1 frozen epoch, then all weights)",
 }
 
 

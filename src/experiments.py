@@ -39,6 +39,14 @@ def merge(config: Config, changes: Config) -> Config:
     return merged
 
 
+# Starting from a trained network (`train_folds.py --init-from SOURCE`, src/training/finetune.py):
+# `init_from` names the source (an experiment, NAME:K, or a .pth file; None: random weights).
+# With a source, only the heads train for the first `freeze_epochs` epochs, and the backbone's
+# learning rate is `backbone_lr_scale` times the heads'. The defaults are what
+# bench/transfer_fsdd.py measured best on few clips (docs/performance.md, "Starting from a
+# trained model").
+FINETUNE_DEFAULTS: Config = {"init_from": None, "freeze_epochs": 3, "backbone_lr_scale": 0.1}
+
 # Settings shared by all seven first-level experiments.
 CNN_BASE: Config = {
     "kind": "cnn",
@@ -59,7 +67,10 @@ CNN_BASE: Config = {
         "params": {"beta": 0.7, "noisy_weight": 0.5, "curated_weight": 0.5},
     },
     "optimizer": {"name": "Adam", "params": {"lr": 0.0009}},
-    "scheduler": {"patience": 6, "factor": 0.6, "min_lr": 1e-8},
+    # ReduceLROnPlateau on val lwlrap, unless `warm_restarts` names torch's
+    # CosineAnnealingWarmRestarts ({"T_0": 10, "T_mult": 2, "eta_min": 1e-5}), stepped per epoch.
+    "scheduler": {"patience": 6, "factor": 0.6, "min_lr": 1e-8, "warm_restarts": None},
+    # Epochs without a better val lwlrap before a fold stops; null: it runs to max_epochs.
     "early_stopping": 18,
     "max_epochs": 700,
     "batch_size": 128,
@@ -84,6 +95,7 @@ CNN_BASE: Config = {
         "spec_prob": 0.5,
     },
     "mixer": {"prob": 0.8, "sigmoid_range": [3, 12], "p": [0.6, 0.4], "alpha_dist": "uniform"},
+    "finetune": FINETUNE_DEFAULTS,
 }
 
 # The three stacking runs share everything but the random-search draws.

@@ -19,7 +19,7 @@ import predict_folds
 import tag_audio
 from src.config import WEIGHTS_DATASET_PREFIX, ConfigError, get_paths
 from src.experiment_files import load_experiment, parse_set
-from src.experiments import EXPERIMENTS, resolve
+from src.experiments import EXPERIMENTS, FINETUNE_DEFAULTS, resolve
 from src.training.command import train_command
 from tests.helpers import COMPETITION, REPO_ROOT, kaggle_root, run_kernel
 
@@ -275,7 +275,10 @@ def test_every_registered_experiment_resolves_at_every_scale_as_before(key):
     tests/data before the change), apart from what changed on purpose: `scale` replaces the
     `smoke` flag, model arguments the one-level merge dropped are now recorded (they must be the
     network's own defaults, so the network is the same), and corrections_002/003 at the cpu
-    scale resolve (the dropped `base_size` made the cpu scale fail on them)."""
+    scale resolve (the dropped `base_size` made the cpu scale fail on them). Settings added
+    since, each at a value that leaves the run as it was: a first-level experiment's
+    `finetune` (no source: random weights) and `scheduler.warm_restarts` (None: the plateau
+    scheduler)."""
     import inspect
 
     from src.models import MODELS
@@ -288,6 +291,9 @@ def test_every_registered_experiment_resolves_at_every_scale_as_before(key):
         return
     after = json.loads(json.dumps(load_experiment(name, scale=scale)))
     assert after.pop("scale") == scale
+    if after["kind"] == "cnn":
+        assert after.pop("finetune") == FINETUNE_DEFAULTS and FINETUNE_DEFAULTS["init_from"] is None
+        assert after["scheduler"].pop("warm_restarts") is None
     if "error" in before:
         assert "unknown setting 'model.params.base_size'" in before["error"]
         assert name in ("corrections_002", "corrections_003") and scale == "cpu"

@@ -31,6 +31,7 @@ STEPS = [
     "kernel_estimate",
     "search_trial",
     "train_resume",
+    "train_finetune",
     "train_compiled",
 ]
 
@@ -134,6 +135,13 @@ def test_dry_run_report_tables(dry_run):
     assert all(f["share of bf16 peak"] == "n/a" for f in figures.values())  # not full size
     runs = report["training_runs"]
     assert runs["train_faithful"]["epoch_samples"] == runs["train_fast"]["epoch_samples"] == 64
+    assert runs["train_finetune"]["epochs"] == 2
+    assert any(name.startswith("training end to end, fine-tune") for name in figures)
+    # the fine-tune started from the fast run's fold 0, heads first, then at two rates
+    params = json.loads((out / "runs" / "train_finetune" / "params.json").read_text())
+    assert params["init_from"]["folds"]["0"]["fold"] == 0
+    log = (out / "runs" / "train_finetune" / "log.txt").read_text()
+    assert "lr: [0.003, 0.0003]" in log
     markdown = (out / "gpu_report.md").read_text()
     assert markdown.startswith("# GPU check (dry run")
     for heading in ("## Figures", "## Steps", "## Training runs", "## train_step (table 2"):

@@ -44,7 +44,13 @@ def test_registry_holds_the_seven_experiments_with_their_settings():
     for name in FIRST_LEVEL:
         config = resolve(name)
         assert config["optimizer"] == {"name": "Adam", "params": {"lr": 0.0009}}
-        assert config["scheduler"] == {"patience": 6, "factor": 0.6, "min_lr": 1e-8}
+        assert config["scheduler"] == {
+            "patience": 6,
+            "factor": 0.6,
+            "min_lr": 1e-8,
+            "warm_restarts": None,  # the plateau scheduler
+        }
+        assert config["finetune"]["init_from"] is None  # random weights
         assert (config["early_stopping"], config["max_epochs"], config["epoch_size"]) == (
             18,
             700,

@@ -25,9 +25,10 @@ import torch
 from argus.utils import deep_detach, deep_to
 from torch import nn
 
-from src.library_internals import check_predict_ready
+from src.library_internals import check_predict_ready, plain_module
 from src.models import MODELS
 from src.models.fcnet import FCNet
+from src.models.heads import backbone_modules, split_parameters
 from src.models.losses import LOSSES, AuxWeightedLoss, BCEWithLogits
 
 AMP_MODES = ("off", "fp16", "bf16")
@@ -73,6 +74,41 @@ class FreesoundModel(argus.Model):
         # Optional (input, target, noisy) -> (input, target, noisy) on the device, e.g. the GPU
         # augmentation path; not part of params, so checkpoints stay plain data.
         self.batch_transform: Callable | None = None
+        # Whether the backbone is frozen (a fine-tune's first epochs, `freeze_backbone`): its
+        # BatchNorm layers then keep their running statistics while the heads train.
+        self.backbone_frozen = False
+
+    def build_optimizer(self, optimizer_meta, optim_params):
+        """argus's optimizer, or with `backbone_lr_scale` in params (a fine-tune) two parameter
+        groups: the heads at the optimizer's lr (first, the rate the logs show), the backbone at
+        that share of it."""
+        optimizer = super().build_optimizer(optimizer_meta, optim_params)
+        scale = self.params.get("backbone_lr_scale")
+        if scale is None:
+            return optimizer
+        backbone, heads = split_parameters(self.nn_module)
+        lr = optimizer.defaults["lr"]
+        groups = [{"params": heads}, {"params": backbone, "lr": lr * float(scale)}]
+        return type(optimizer)(groups, **optimizer.defaults)
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Train only the heads (`frozen`) or every weight again: the backbone's parameters
+        stop or resume taking gradients (so its backward pass is skipped too)."""
+        backbone, _ = split_parameters(self._plain_network())
+        for parameter in backbone:
+            parameter.requires_grad_(not frozen)
+        self.backbone_frozen = frozen
+
+    def _plain_network(self) -> nn.Module:
+        return plain_module(self.get_nn_module())
+
+    def train(self, mode: bool = True) -> None:
+        # Always set: argus skips the call when the top module's flag already matches, which
+        # would leave an unfrozen backbone in eval mode.
+        self.nn_module.train(mode)
+        if mode and self.backbone_frozen:
+            for module in backbone_modules(self._plain_network()):
+                module.eval()
 
     def build_loss(self, loss_meta, loss_params):
         loss = super().build_loss(loss_meta, loss_params)
@@ -164,6 +200,9 @@ def model_params(
             channels_last=channels_last,
             crop_size=int(config["crop_size"]),  # the predictor's tile width
         )
+        finetune = config.get("finetune") or {}
+        if finetune.get("init_from") is not None:
+            params["backbone_lr_scale"] = float(finetune["backbone_lr_scale"])
     return params
 
 

@@ -7,6 +7,8 @@ Parse, check the experiment folder, load the data once, train the folds (in para
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -33,12 +35,22 @@ from src.experiments import FIRST_LEVEL, SCALES, STACKING
 from src.models.argus_models import resolve_amp
 from src.runs import audio_record, corrections_record, prepare_experiment_dir
 from src.training.distributed import barrier, init_distributed, launched_by_torchrun
+from src.training.finetune import (
+    adopt_network,
+    check_fits,
+    check_settings,
+    describe_copied,
+    resolve_source,
+    source_record,
+)
 from src.training.first_level import build_fold, fold_builder, load_first_level_data
 from src.training.fold_queue import parse_devices, train_folds_parallel
 from src.training.loop import train_folds
 from src.training.parts import RunOptions, Schedule
 from src.training.stacking import build_stacking_fold, load_stacking_data, stacking_fold_builder
 from src.utils import setup_logging
+
+log = logging.getLogger(__name__)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, kind: str = "cnn") -> None:
@@ -172,6 +184,16 @@ def build_train_parser(description: str, kind: str) -> argparse.ArgumentParser:
         default=None,
         help="override the experiment's epoch cap (recorded in params.json)",
     )
+    if kind == "cnn":
+        parser.add_argument(
+            "--init-from",
+            default=None,
+            metavar="SOURCE",
+            help="start from a trained network: an experiment (fold k from its fold k), "
+            "NAME:K (every fold from its fold K) or a .pth checkpoint; its heads are rebuilt "
+            "for the dataset's classes (= --set finetune.init_from=SOURCE; README, 'Start from "
+            "a trained model')",
+        )
     add_run_arguments(parser, kind)
     add_data_dir(parser)
     return parser
@@ -191,7 +213,10 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
             raise ConfigError(f"--smoke is --scale smoke: it cannot go with --scale {args.scale}")
         scale = "smoke" if args.smoke else (args.scale or "full")
         args.smoke = scale == "smoke"
-        config = load_experiment(args.experiment, scale=scale, sets=args.set)
+        sets = list(args.set)
+        if getattr(args, "init_from", None) is not None:
+            sets.append(f"finetune.init_from={json.dumps(args.init_from)}")
+        config = load_experiment(args.experiment, scale=scale, sets=sets)
         if args.max_epochs is not None:
             config["max_epochs"] = args.max_epochs
         name = config["name"]
@@ -201,10 +226,22 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         folds = parse_folds(args.folds)
         options = run_options(args)  # a device this machine lacks is the first thing said
         split = load_folds(paths, folds)  # stale or missing folds stop here, before extraction
+        source = None
+        if kind == "cnn" and config["finetune"]["init_from"] is not None:
+            check_settings(config)
+            source = resolve_source(config["finetune"]["init_from"], paths.experiments_dir, name)
+            config = adopt_network(config, source)
+            copied = check_fits(source, folds, vocabulary.classes)
+            log.info("--init-from %s: %s", source.spec, describe_copied(copied, vocabulary.classes))
         context = None
         if launched_by_torchrun():
             if args.gpus:
                 raise ConfigError("--gpus (folds in parallel) cannot be combined with torchrun")
+            if source is not None and config["finetune"]["freeze_epochs"] > 0:
+                raise ConfigError(
+                    "finetune.freeze_epochs > 0 cannot run under torchrun (DDP needs every "
+                    "weight's gradient); use --set finetune.freeze_epochs=0 or --gpus"
+                )
             context = init_distributed(options.device)
             options = replace(
                 options, device=context.device, rank=context.rank, world_size=context.world_size
@@ -213,6 +250,8 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         load, build, builder = SETUPS[kind]
         experiment_dir = paths.experiment_dir(name)
         record = run_record(config, vocabulary, options, split, paths, corrections)
+        if source is not None:
+            record["init_from"] = source_record(source, folds)
         # Rank 0 checks every input, extracts the spectrogram stores and prepares the experiment
         # folder before the other ranks load (they then read the finished stores).
         if context is None or context.is_main:

@@ -28,6 +28,7 @@ from src.training.datasets import (
     loader_generator,
 )
 from src.training.distributed import distribute, shard_dataset
+from src.training.finetune import FreezeBackbone, Source, initialise, resolve_source
 from src.training.parts import FoldParts, RunOptions
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class FirstLevelData:
     probabilities: dict[str, float]
     curated: SpectrogramStore
     noisy: SpectrogramStore | None
+    source: Source | None = None  # where the networks start (`finetune.init_from`)
 
 
 def load_first_level_data(
@@ -87,6 +89,7 @@ def load_first_level_data(
             )
         probabilities["curated"] += probabilities.pop("corrected")
         probabilities["corrected"] = 0.0
+    spec = (config.get("finetune") or {}).get("init_from")
     return FirstLevelData(
         config=config,
         vocabulary=vocabulary,
@@ -94,6 +97,9 @@ def load_first_level_data(
         probabilities=probabilities,
         curated=curated_store(paths, extraction),
         noisy=noisy_store(paths, extraction) if need_noisy else None,
+        source=None
+        if spec is None
+        else resolve_source(spec, paths.experiments_dir, config["name"]),
     )
 
 
@@ -173,11 +179,17 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
         config, len(vocabulary), options.device, options.amp, options.channels_last
     )
     model = FreesoundModel(params)
+    extra = []
+    if data.source is not None:
+        initialise(model, data.source, fold, vocabulary.classes)
+        extra.append(FreezeBackbone(int(config["finetune"]["freeze_epochs"])))
     if options.augment_on == "gpu":
         model.batch_transform = augment_batch
     if options.compile:
         model.nn_module = torch.compile(model.nn_module)
-    parts = FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    parts = FoldParts(
+        model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()], extra_callbacks=extra
+    )
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm
     )

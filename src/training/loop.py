@@ -23,11 +23,13 @@ from pathlib import Path
 
 from argus.callbacks import (
     Callback,
+    CosineAnnealingWarmRestarts,
     EarlyStopping,
     LoggingToCSV,
     LoggingToFile,
     ReduceLROnPlateau,
 )
+from argus.callbacks.lr_schedulers import LRScheduler
 
 from src.library_internals import fit
 from src.runs import (
@@ -124,8 +126,8 @@ def _callbacks(
     saved: dict | None,
     start_epoch: int,
 ) -> list[Callback]:
-    """The fold's callbacks, in the order they run: checkpoint, early stopping and plateau
-    scheduler on MONITOR, logs, curves and bars (on the process that writes), then the set-up's
+    """The fold's callbacks, in the order they run: checkpoint, early stopping and the
+    learning-rate scheduler, logs, curves and bars (on the process that writes), then the set-up's
     own, and the resume state last (it saves what the others updated)."""
     checkpoint = None
     if parts.is_main:
@@ -135,14 +137,8 @@ def _callbacks(
                 fold_dir, CHECKPOINT_FORMAT, max_saves=1, monitor=MONITOR, better="max"
             )
     early_stopping = EarlyStopping(monitor=MONITOR, patience=schedule.early_stopping, better="max")
-    plateau = ReduceLROnPlateau(
-        monitor=MONITOR,
-        better="max",
-        factor=schedule.factor,
-        patience=schedule.patience,
-        min_lr=schedule.min_lr,
-    )
-    callbacks: list[Callback] = [SampleCounter(), early_stopping, plateau]
+    scheduler = lr_scheduler(schedule)
+    callbacks: list[Callback] = [SampleCounter(), early_stopping, scheduler]
     if parts.is_main:
         csv_path = fold_dir / "log.csv"
         callbacks = [
@@ -158,10 +154,27 @@ def _callbacks(
     callbacks += parts.extra_callbacks
     callbacks.append(
         ResumeState(
-            fold_dir / STATE_FILE, checkpoint, early_stopping, plateau, saved, parts.is_main
+            fold_dir / STATE_FILE, checkpoint, early_stopping, scheduler, saved, parts.is_main
         )
     )
     return callbacks
+
+
+def lr_scheduler(schedule: Schedule) -> LRScheduler:
+    """The schedule's learning-rate callback: warm restarts (stepped per epoch) or the plateau
+    scheduler on MONITOR."""
+    if schedule.warm_restarts is not None:
+        warm = schedule.warm_restarts
+        return CosineAnnealingWarmRestarts(
+            T_0=int(warm["T_0"]), T_mult=int(warm.get("T_mult", 1)), eta_min=warm.get("eta_min", 0)
+        )
+    return ReduceLROnPlateau(
+        monitor=MONITOR,
+        better="max",
+        factor=schedule.factor,
+        patience=schedule.patience,
+        min_lr=schedule.min_lr,
+    )
 
 
 def _truncate_csv_log(path: Path, start_epoch: int) -> None:

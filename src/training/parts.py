@@ -13,24 +13,32 @@ MONITOR = "val_lwlrap"  # the metric a fold checkpoints, stops early and schedul
 
 @dataclass
 class Schedule:
-    """Epoch cap, early stopping and the plateau scheduler of a run (docs/original.md,
-    "Training")."""
+    """Epoch cap, early stopping and the learning-rate scheduler of a run (docs/original.md,
+    "Training"): the plateau scheduler, or torch's CosineAnnealingWarmRestarts stepped per
+    epoch when `warm_restarts` holds its T_0, T_mult and eta_min (the original's fine-tuning
+    recipe)."""
 
     max_epochs: int
     early_stopping: int
     patience: int
     factor: float
     min_lr: float = 1e-8
+    warm_restarts: dict | None = None
 
     @classmethod
     def from_config(cls, config: dict) -> Schedule:
         scheduler = config["scheduler"]
+        max_epochs = int(config["max_epochs"])
+        stopping = config.get("early_stopping")
+        warm = scheduler.get("warm_restarts")
         return cls(
-            max_epochs=int(config["max_epochs"]),
-            early_stopping=int(config["early_stopping"]),
-            patience=int(scheduler["patience"]),
-            factor=float(scheduler["factor"]),
+            max_epochs=max_epochs,
+            # null: no early stopping (a patience as long as the run never runs out)
+            early_stopping=max_epochs if stopping is None else int(stopping),
+            patience=int(scheduler.get("patience", 0)),
+            factor=float(scheduler.get("factor", 0.1)),
             min_lr=float(scheduler.get("min_lr", 1e-8)),
+            warm_restarts=None if warm is None else dict(warm),
         )
 
 

@@ -1,7 +1,7 @@
 """The state a fold resumes from (`last.pth`): saved after every epoch, restored on start.
 
 It holds the network, optimizer and AMP scaler, the bookkeeping of the checkpoint, early
-stopping and plateau callbacks, and the RNG, so an interrupted fold continues as if it had not
+stopping and learning-rate callbacks, and the RNG, so an interrupted fold continues as if it had not
 stopped.
 """
 
@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 import torch
-from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint, ReduceLROnPlateau
+from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
+from argus.callbacks.lr_schedulers import LRScheduler
 from argus.engine import State
 
 from src.library_internals import (
@@ -75,7 +76,7 @@ class ResumeState(Callback):
         path: Path,
         checkpoint: MonitorCheckpoint | None,
         early_stopping: EarlyStopping,
-        scheduler: ReduceLROnPlateau,
+        scheduler: LRScheduler,
         saved: dict | None,
         writes: bool,
     ) -> None:

@@ -53,6 +53,12 @@ def run_search(
     """Run `trials` more trials of the study (created when new) and print the best ones."""
     space = read_space(space_file)
     base = load_experiment(experiment, scale)  # an unknown experiment or scale stops here
+    if base.get("finetune", {}).get("init_from") is not None:
+        # The trials train through the plain set-up: a source network would be left out.
+        raise ConfigError(
+            f"{experiment}: a fine-tuned base (finetune.init_from) cannot be searched yet; "
+            "search its settings from scratch, or fine-tune the best trial afterwards"
+        )
     check_space(space, experiment, scale, str(space_file))
     load_folds(paths, folds)  # stale or missing folds stop here, before any trial
     # Every input of the base (audio stores, out-of-fold predictions, corrections) is checked,

@@ -25,7 +25,7 @@ import torch
 from argus.utils import deep_detach, deep_to
 from torch import nn
 
-from src.library_internals import check_predict_ready
+from src.library_internals import check_predict_ready, plain_module
 from src.models import MODELS
 from src.models.fcnet import FCNet
 from src.models.losses import LOSSES, AuxWeightedLoss, BCEWithLogits
@@ -132,6 +132,21 @@ class FreesoundModel(argus.Model):
             with self._autocast():
                 output = self.nn_module(input)
             return self.prediction_transform(output)
+
+    def predict_with_embedding(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict` and the pooled features the main head sees (the network's `embed`), from
+        one pass through the trunk: (probabilities, embeddings), both fp32."""
+        check_predict_ready(self)
+        network = plain_module(self.nn_module)
+        with torch.no_grad():
+            self.eval()
+            input = deep_to(input, self.device)
+            if self.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                embedding = network.embed(input)
+                main = network.fc(embedding)
+            return torch.sigmoid(main.float()), embedding.float()
 
 
 def model_params(

@@ -161,7 +161,9 @@ def curated_embeddings(
     bar = tqdm(total=len(fnames), desc="embeddings", unit="clip", disable=not progress)
     for start in range(0, len(fnames), EMBED_CHUNK):
         names = fnames[start : start + EMBED_CHUNK]
-        per_clip.extend(predictor.predict_tiles_and_embeddings([store[f] for f in names])[1])
+        # Copies: the store's read-only memory map is not handed to torch.
+        spectrograms = [np.array(store[f]) for f in names]
+        per_clip.extend(predictor.predict_tiles_and_embeddings(spectrograms)[1])
         bar.update(len(names))
     bar.close()
     clip = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(per_clip)])

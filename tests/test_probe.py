@@ -207,3 +207,33 @@ def test_a_wrong_source_is_one_line(probed, tmp_path):
         assert not (data / "experiments" / "wrong").exists()  # nothing written
     hint = probe(data, "source", "wrong").stderr
     assert "--init-from source:K" in hint
+
+
+def test_the_probe_experiment_packs_into_a_kernel(probed, tmp_path, monkeypatch):
+    """The single kernel (predict mode) of the probe writes, on Kaggle's layout, the
+    submission that the Python API's tags of the test clips are."""
+    import zipfile
+
+    from src.kaggle.build import build_kernels, package_weights
+    from src.kaggle.runtime import KernelPlan
+    from src.tagger import Tagger
+    from tests.helpers import COMPETITION, kaggle_root, run_kernel
+
+    data, _ = probed
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    (kernel,) = build_kernels(tmp_path / "kernel", [KernelPlan("single", ("probe",), device="cpu")])
+    weights = package_weights(data / "experiments", ["probe"], tmp_path / "weights.zip").path
+    inputs = tmp_path / "input"
+    (inputs / COMPETITION).mkdir(parents=True)
+    (inputs / COMPETITION / "test").symlink_to(data / "test", target_is_directory=True)
+    (inputs / COMPETITION / "sample_submission.csv").symlink_to(data / "sample_submission.csv")
+    with zipfile.ZipFile(weights) as archive:
+        archive.extractall(inputs / "freesound-train")
+    root = kaggle_root(tmp_path / "run", {p.name: p for p in inputs.iterdir()})
+    result = run_kernel(kernel, root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    submission = pd.read_csv(root / "kaggle" / "working" / "submission.csv").set_index("fname")
+    tags = Tagger.load("probe", device="cpu", data_dir=data).tag(data / "test")
+    tags.index = [Path(p).name for p in tags.index]
+    assert list(submission.columns) == list(tags.columns)
+    np.testing.assert_allclose(submission.loc[tags.index].to_numpy(), tags.to_numpy(), atol=1e-6)

@@ -312,7 +312,7 @@ def train_probe(
     sources = source_checkpoints(spec, paths.experiments_dir, folds)
     split = load_folds(paths, folds)
     digest = folds_digest(split)  # of the whole table, as training and prediction record it
-    store = curated_store(paths)
+    store = curated_store(paths, progress=progress)
     split = split[split["fname"].isin(store.fnames)]  # undecodable clips are not in the store
     fnames = split["fname"].tolist()
     targets = vocabulary.encode_many(split["labels"].fillna("").tolist())

@@ -166,11 +166,20 @@ def open_blocks(args: argparse.Namespace, block_samples: int, wait) -> Iterator[
         print("listening (Ctrl+C to stop)", file=sys.stderr)
         return microphone_blocks(parse_audio_device(args.audio_device), idle=wait)
     audio = load_audio(args.input)
+    seconds = len(audio) / AUDIO.sampling_rate
     if len(audio) < block_samples:
-        raise ConfigError(f"{args.input}: shorter than one block (1 s): nothing to tag")
-    print(f"streaming {args.input} ({len(audio) / AUDIO.sampling_rate:.1f} s)", file=sys.stderr)
+        # As tag_audio.py's short-clip rule pads a short clip: zeros on both sides.
+        audio = pad_to_block(audio, block_samples)
+        print(f"{args.input}: {seconds:.2f} s, padded with silence to one block", file=sys.stderr)
+    print(f"streaming {args.input} ({seconds:.1f} s)", file=sys.stderr)
     blocks = file_blocks(audio, block_samples)
     return blocks if args.fast else paced(blocks, sleep=wait)
+
+
+def pad_to_block(audio: np.ndarray, block_samples: int) -> np.ndarray:
+    """A clip shorter than one block, zero-padded on both sides to exactly one block."""
+    padding = block_samples - len(audio)
+    return np.pad(audio, (padding // 2, padding - padding // 2)).astype(np.float32, copy=False)
 
 
 def stream(args: argparse.Namespace, interactive: bool) -> int:

@@ -136,7 +136,7 @@ class FakeSoundDevice:
 
 
 def save_cnn_checkpoint(
-    path: Path, crop_size: int = 32, poison: bool = False, **model_kwargs
+    path: Path, crop_size: int = 32, poison: bool = False, seed: int = 0, **model_kwargs
 ) -> Path:
     """An untrained AuxSkipAttention checkpoint (80 classes, width 4 unless given), seeded.
     `poison`: one weight NaN, what two flipped exponent bits do to a float."""
@@ -156,7 +156,7 @@ def save_cnn_checkpoint(
         "channels_last": False,
         "crop_size": crop_size,
     }
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = FreesoundModel(params)
     if poison:
         with torch.no_grad():
@@ -190,3 +190,58 @@ def held_by_another_process(lock_path: Path):
     finally:
         child.kill()
         child.wait()
+
+
+def random_experiment(
+    experiments_dir: Path, name: str, classes, folds=(0, 1), crop_size: int = 32, **model_kwargs
+) -> Path:
+    """A first-level experiment of untrained AuxSkipAttention folds (width 4 unless given), fold
+    k seeded with k: folds with different weights, found and tagged as trained ones are."""
+    import json
+
+    directory = experiments_dir / name
+    for fold in folds:
+        path = save_cnn_checkpoint(
+            directory / f"fold_{fold}" / f"model-001-{0.5 + fold / 100:.6f}.pth",
+            crop_size,
+            num_classes=len(classes),
+            seed=fold,
+            **model_kwargs,
+        )
+        (path.parent / "finished.json").write_text("{}")
+    record = {"config": {"kind": "cnn", "crop_size": crop_size}, "classes": list(classes)}
+    (directory / "params.json").write_text(json.dumps(record))
+    return directory
+
+
+def fsdd_dataset(fsdd: Path, work: Path, per_speaker: int = 4, test_per_class: int = 6) -> Path:
+    """make_dataset.py + make_folds.py on FSDD digits 5-9: `per_speaker` clips per digit of
+    five speakers (curated), `test_per_class` of the sixth (test/, test_labels.csv)."""
+    speakers = ["george", "jackson", "lucas", "nicolas", "theo"]
+    for digit in range(5, 10):
+        for speaker in speakers:
+            for i in range(per_speaker):
+                target = work / "own" / f"digit_{digit}" / f"{digit}_{speaker}_{i}.wav"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(fsdd / "recordings" / target.name)
+        for i in range(test_per_class):
+            target = work / "held_out" / f"digit_{digit}" / f"{digit}_yweweler_{i}.wav"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(fsdd / "recordings" / target.name)
+    data = work / "data"
+    env = {**os.environ, "FREESOUND_DATA_DIR": str(data)}
+    for command in (
+        [
+            "make_dataset.py",
+            str(work / "own"),
+            "--test",
+            str(work / "held_out"),
+            "--out",
+            str(data),
+        ],
+        ["make_folds.py"],
+    ):
+        subprocess.run(
+            [sys.executable, *command], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
+    return data

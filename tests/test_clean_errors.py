@@ -38,6 +38,7 @@ SCRIPTS = [
     "stacking_train.py",
     "tag_audio.py",
     "train_folds.py",
+    "train_probe.py",
 ]
 
 

@@ -21,7 +21,7 @@ LAYERS = [
     ["src.models"],
     ["src.training"],
     ["src.prediction"],
-    ["src.tools"],
+    ["src.tools", "src.tagger"],
     ["src.kaggle"],
 ]
 

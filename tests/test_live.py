@@ -125,11 +125,14 @@ def test_format_update_is_the_original_line_with_the_second_count():
         12, np.zeros((1, 1)), np.zeros((1, 1)), np.array([0.2, 0.75, 0.2, 0.013]), 0.0, 0.0
     )
     line = format_update(update, classes, 3)
-    # Name right-justified to 20, " - ", 2 decimals, tabs; the tie keeps the class order.
+    # Name right-justified to the longest class name (34 here, else 20), " - ", 2 decimals,
+    # tabs, so that the columns line up; the tie keeps the class order.
     assert line == (
-        "  12s\tAccelerating_and_revving_and_vroom - 0.75\t                Bark - 0.20"
-        "\t                 Cat - 0.20"
+        "  12s\tAccelerating_and_revving_and_vroom - 0.75\t" + " " * 30 + "Bark - 0.20"
+        "\t" + " " * 31 + "Cat - 0.20"
     )
+    short = format_update(update, ["Bark", "Car", "Cat", "Meow"], 1)
+    assert short == "  12s\t                 Car - 0.75"  # the original's 20
 
 
 # --------------------------------------------------------------------------------------

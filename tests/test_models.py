@@ -371,3 +371,24 @@ def test_embed_is_what_the_main_head_sees(name):
         main = main if isinstance(main, torch.Tensor) else main[0]
         assert embedding.shape == (2, 4 * 8)
         torch.testing.assert_close(network.fc(embedding), main)
+
+
+@pytest.mark.parametrize("name", ["SkipAttention", "AuxSkipAttention", "RnnAuxSkipAttention"])
+def test_a_linear_head_is_one_layer_on_the_embedding(name):
+    """head="linear" (a linear probe's network): the main output is one Linear layer applied to
+    the embedding; the trunk's keys are the two-layer head's network's."""
+    torch.manual_seed(0)
+    network = MODELS[name](num_classes=5, base_size=4, head="linear").eval()
+    assert isinstance(network.fc, torch.nn.Linear)
+    assert (network.fc.in_features, network.fc.out_features) == (32, 5)
+    x = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        main = network(x)
+        main = main if isinstance(main, torch.Tensor) else main[0]
+        expected = network.embed(x) @ network.fc.weight.T + network.fc.bias
+        torch.testing.assert_close(main, expected)
+    mlp = MODELS[name](num_classes=5, base_size=4)
+    trunk = {k for k in mlp.state_dict() if not k.startswith("fc.")}
+    assert trunk == {k for k in network.state_dict() if not k.startswith("fc.")}
+    with pytest.raises(ValueError, match="head must be"):
+        MODELS[name](num_classes=5, base_size=4, head="deep")

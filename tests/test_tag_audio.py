@@ -95,15 +95,17 @@ def test_tags_real_recordings_with_the_best_experiment(smoke_data, mixed_folder,
     assert list(frame.columns) == ["path", *classes]
     assert frame["path"].tolist() == [str(p) for p in expected_paths]  # a row per file, sorted
 
-    # One printed line per file: the path and the CSV row's top 3, in the demo's format.
+    # One printed line per file: the path (padded to the longest) and the CSV row's top 3, in
+    # the demo's format, names padded to the longest class name (at least 20 characters).
     lines = result.stdout.splitlines()
     assert len(lines) == len(expected_paths)
+    width = max(20, *map(len, classes))
     for line, (_, row) in zip(lines, frame.iterrows()):
         path, *entries = line.split("\t")
         probabilities = row[classes].to_numpy(dtype=float)
         top = np.argsort(-probabilities, kind="stable")[:3]
-        assert path == row["path"]
-        assert entries == [f"{classes[i]:>20} - {probabilities[i]:.2f}" for i in top]
+        assert path.rstrip() == row["path"]
+        assert entries == [f"{classes[i]:>{width}} - {probabilities[i]:.2f}" for i in top]
 
     # The experiment: geometric mean over folds of each fold's tile mean, and per
     # tile the geometric mean over folds.

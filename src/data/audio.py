@@ -224,13 +224,21 @@ def load_audio(
             raise AudioDecodeError(path, "no audio samples (zero-length stream)")
         if not np.all(np.isfinite(audio)):
             raise AudioDecodeError(path, "audio contains NaN or infinite samples")
-        if native_sr != sampling_rate:
-            audio = librosa.resample(
-                audio, orig_sr=native_sr, target_sr=sampling_rate, res_type="soxr_hq"
-            )
-            if not np.all(np.isfinite(audio)):
-                raise AudioDecodeError(path, "samples too large to resample (overflow)")
-        return np.ascontiguousarray(audio, dtype=np.float32)
+        return resample_audio(audio, native_sr, sampling_rate, path)
+
+
+def resample_audio(
+    audio: np.ndarray, native_sr: int, sampling_rate: int, where: str | os.PathLike
+) -> np.ndarray:
+    """Finite mono samples at `native_sr` -> contiguous float32 at `sampling_rate` (soxr, as
+    `load_audio` resamples files); `where` names them in an AudioDecodeError."""
+    if native_sr != sampling_rate:
+        audio = librosa.resample(
+            audio, orig_sr=native_sr, target_sr=sampling_rate, res_type="soxr_hq"
+        )
+        if not np.all(np.isfinite(audio)):
+            raise AudioDecodeError(where, "samples too large to resample (overflow)")
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def loudness_gain(audio: np.ndarray | torch.Tensor) -> float:

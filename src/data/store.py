@@ -354,9 +354,11 @@ def default_extraction_workers() -> int:
 # --------------------------------------------------------------------------------------
 
 
-def curated_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:
+def curated_store(
+    paths: Paths, extraction: Extraction | None = None, progress: bool = True
+) -> SpectrogramStore:
     files = listed_audio_files(paths.train_curated_csv, paths.train_curated_dir)
-    return get_store("curated", files, paths.cache_dir, extraction)
+    return get_store("curated", files, paths.cache_dir, extraction, progress=progress)
 
 
 def noisy_store(paths: Paths, extraction: Extraction | None = None) -> SpectrogramStore:

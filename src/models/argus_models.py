@@ -169,6 +169,21 @@ class FreesoundModel(argus.Model):
                 output = self.nn_module(input)
             return self.prediction_transform(output)
 
+    def predict_with_embedding(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict` and the pooled features the main head sees (the network's `embed`), from
+        one pass through the trunk: (probabilities, embeddings), both fp32."""
+        check_predict_ready(self)
+        network = plain_module(self.nn_module)
+        with torch.no_grad():
+            self.eval()
+            input = deep_to(input, self.device)
+            if self.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                embedding = network.embed(input)
+                main = network.fc(embedding)
+            return torch.sigmoid(main.float()), embedding.float()
+
 
 def model_params(
     config: dict,

@@ -24,8 +24,11 @@ class AuxSkipAttention(SkipAttention):
         kernel_size: int = 7,
         last_filters: int = 8,
         last_fc: int = 2,
+        head: str = "mlp",
     ) -> None:
-        super().__init__(num_classes, base_size, dropout, ratio, kernel_size, last_filters, last_fc)
+        super().__init__(
+            num_classes, base_size, dropout, ratio, kernel_size, last_filters, last_fc, head
+        )
         skip_channels, hidden = base_size * SKIP_WIDTH, base_size * last_fc
         self.aux1 = AuxBlock(skip_channels, hidden, num_classes, dropout)
         self.aux2 = AuxBlock(skip_channels, hidden, num_classes, dropout)

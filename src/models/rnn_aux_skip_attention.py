@@ -44,8 +44,11 @@ class RnnAuxSkipAttention(AuxSkipAttention):
         kernel_size: int = 7,
         last_filters: int = 8,
         last_fc: int = 2,
+        head: str = "mlp",
     ) -> None:
-        super().__init__(num_classes, base_size, dropout, ratio, kernel_size, last_filters, last_fc)
+        super().__init__(
+            num_classes, base_size, dropout, ratio, kernel_size, last_filters, last_fc, head
+        )
         width = base_size * last_filters
         self.lstm = BidirectionalLSTM(width, width, width)
 

@@ -24,6 +24,8 @@ class SkipAttention(nn.Module):
 
     Input (B, 3, H, W) with H and W divisible by 16; output logits (B, num_classes).
     Subclasses reuse the trunk through `features` and change the summary through `pool`.
+    `head="linear"` makes the main head one Linear layer on the embedding (a linear probe's,
+    train_probe.py) instead of the original's two-layer head.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class SkipAttention(nn.Module):
         kernel_size: int = 7,
         last_filters: int = 8,
         last_fc: int = 2,
+        head: str = "mlp",
     ) -> None:
         super().__init__()
         skip_channels = base_size * SKIP_WIDTH
@@ -48,9 +51,14 @@ class SkipAttention(nn.Module):
         concat_channels = skip_channels * 4
         self.attention = ConvolutionalBlockAttentionModule(concat_channels, ratio, kernel_size)
         self.merge = SkipBlock(concat_channels, base_size * last_filters, scale_factor=1)
-        self.fc = classifier_head(
-            base_size * last_filters, base_size * last_fc, num_classes, dropout
-        )
+        if head == "linear":
+            self.fc: nn.Module = nn.Linear(base_size * last_filters, num_classes)
+        elif head == "mlp":
+            self.fc = classifier_head(
+                base_size * last_filters, base_size * last_fc, num_classes, dropout
+            )
+        else:
+            raise ValueError(f"head must be 'mlp' or 'linear', got {head!r}")
 
     def features(
         self, x: torch.Tensor

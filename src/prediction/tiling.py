@@ -166,20 +166,47 @@ class Predictor:
 
     def predict_tiles(self, spectrograms: Sequence[np.ndarray | torch.Tensor]) -> list[np.ndarray]:
         """One (n_tiles, n_classes) float32 array per spectrogram."""
+        return self._tile_outputs(spectrograms, embeddings=False)[0]
+
+    def predict_tiles_and_embeddings(
+        self, spectrograms: Sequence[np.ndarray | torch.Tensor]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per spectrogram, its (n_tiles, n_classes) probabilities and its (n_tiles,
+        n_features) embeddings (the pooled features the main head sees), float32, from one
+        pass through the network."""
+        return self._tile_outputs(spectrograms, embeddings=True)
+
+    def _tile_outputs(
+        self, spectrograms: Sequence[np.ndarray | torch.Tensor], embeddings: bool
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         tiles = [self._tiles(s) for s in spectrograms]
         counts = [len(t) for t in tiles]
         if not tiles:
-            return []
+            return [], []
         # (clip, tile) of every tile in order; each batch stacks only its own tiles.
         where = [(clip, tile) for clip, count in enumerate(counts) for tile in range(count)]
-        outputs = []
+        outputs, features = [], []
         for start in range(0, len(where), self.batch_size):
             chunk = where[start : start + self.batch_size]
             batch = stack_deltas(torch.stack([tiles[clip][tile] for clip, tile in chunk]))
-            outputs.append(check_outputs(self._forward(batch), self.name))
-        probabilities = torch.cat(outputs).numpy()
-        return np.split(probabilities, np.cumsum(counts)[:-1])
+            if embeddings:
+                probabilities, embedding = self._forward_with_embedding(batch)
+                features.append(check_outputs(embedding, self.name))
+            else:
+                probabilities = self._forward(batch)
+            outputs.append(check_outputs(probabilities, self.name))
+        bounds = np.cumsum(counts)[:-1]
+        split = np.split(torch.cat(outputs).numpy(), bounds)
+        return split, (np.split(torch.cat(features).numpy(), bounds) if embeddings else [])
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities (float32, on the CPU) of a batch of model inputs."""
         return self.model.predict(batch).float().cpu()
+
+    def _forward_with_embedding(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and embeddings (float32, on the CPU) of a batch of model inputs."""
+        embed = getattr(self.model, "predict_with_embedding", None)
+        if embed is None:
+            raise ConfigError(f"{self.name}: a stacking network has no embeddings (a CNN has)")
+        probabilities, embedding = embed(batch)
+        return probabilities.float().cpu(), embedding.float().cpu()

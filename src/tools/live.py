@@ -34,7 +34,7 @@ import numpy as np
 
 from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import MelExtractor, make_extractor
-from src.tools.tagging.output import format_top, top_classes
+from src.tools.tagging.output import format_top, name_width, top_classes
 
 BLOCK_FRAMES = 64  # frames kept from each 2 s log-mel, as the original demo
 # The extractor of the demo: the pipeline's torch log-mel in float64, which matches the librosa
@@ -59,8 +59,9 @@ class LiveUpdate:
 
 def format_update(update: LiveUpdate, classes: Sequence[str], k: int) -> str:
     """One printed line: the second count right-justified to 4 characters and 's', a tab, then
-    the top-k entries as the original printed them."""
-    return f"{update.index:>4}s\t{format_top(update.top(classes, k))}"
+    the top-k entries as the original printed them (names padded to the longest class name
+    when one is longer than the original's 20 characters)."""
+    return f"{update.index:>4}s\t{format_top(update.top(classes, k), name_width(classes))}"
 
 
 class LiveTagger:

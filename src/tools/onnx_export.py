@@ -3,9 +3,11 @@
 `export_checkpoint` writes the network of a checkpoint (float32, eval mode) with a dynamic
 batch axis. The graph ends with the prediction transform, so it outputs what `model.predict`
 does: the sigmoid of the main head (CNNs: input (B, 3, n_mels, crop), the tile after the
-validation transform; stacking MLPs: input (B, in_channels)). The classes, the crop and the
-source checkpoint are stored in the file's metadata, so it runs without the checkpoint. After
-export the file is checked against PyTorch on random inputs of batch sizes 1 and 3.
+validation transform; stacking MLPs: input (B, in_channels)). A CNN's graph has a second
+output, `embedding`: the pooled features the main head sees (the network's `embed`). The
+classes, the crop and the source checkpoint are stored in the file's metadata, so it runs
+without the checkpoint. After export the file is checked against PyTorch (both outputs) on
+random inputs of batch sizes 1 and 3.
 
 `OnnxPredictor` is `Predictor` with ONNX Runtime in place of PyTorch: the same tiles and the
 same validation transform in torch, then the session.
@@ -35,20 +37,30 @@ from src.utils import tmp_name
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"  # the second output of a CNN's graph
 TOLERANCE = 1e-4
 
 
 class Probabilities(nn.Module):
-    """The network followed by its prediction transform (sigmoid of the main output)."""
+    """The network followed by its prediction transform (sigmoid of the main output); for a
+    CNN also its embedding (the main head is applied to it, so the trunk runs once)."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.embeds = hasattr(network, "embed")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.embeds:
+            embedding = self.network.embed(x)
+            return torch.sigmoid(self.network.fc(embedding)), embedding
         output = self.network(x)
         main = output if isinstance(output, torch.Tensor) else output[0]
         return torch.sigmoid(main)
+
+
+def output_names(network: Probabilities) -> list[str]:
+    return [OUTPUT_NAME, EMBEDDING_NAME] if network.embeds else [OUTPUT_NAME]
 
 
 @dataclass
@@ -95,8 +107,8 @@ def export_checkpoint(
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=output_names(network),
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *output_names(network)]},
         )
     graph = onnx.load(str(tmp))
     metadata = {
@@ -122,20 +134,27 @@ def export_checkpoint(
     )
 
 
-def check_against_torch(path: Path, network: nn.Module, x: torch.Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime and PyTorch on `x`; fails above
-    TOLERANCE."""
+def check_against_torch(path: Path, network: Probabilities, x: torch.Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime and PyTorch on `x` (the probabilities
+    of the network's own forward, and a CNN's `embed`); fails above TOLERANCE."""
     session = make_session(path)
+    plain = network.network
     with torch.no_grad():
-        expected = network(x).numpy()
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-    difference = float(np.abs(got - expected).max())
-    if got.shape != expected.shape or not difference <= TOLERANCE:
-        Path(path).unlink(missing_ok=True)
-        raise ConfigError(
-            f"ONNX Runtime disagrees with PyTorch: shape {got.shape} vs {expected.shape}, "
-            f"max difference {difference:.2e} (tolerance {TOLERANCE:g})"
-        )
+        output = plain(x)
+        main = output if isinstance(output, torch.Tensor) else output[0]
+        expected = [torch.sigmoid(main).numpy()]
+        if network.embeds:
+            expected.append(plain.embed(x).numpy())
+    got = session.run(output_names(network), {INPUT_NAME: x.numpy()})
+    difference = 0.0
+    for name, ours, theirs in zip(output_names(network), got, expected, strict=True):
+        difference = max(difference, float(np.abs(ours - theirs).max()))
+        if ours.shape != theirs.shape or not difference <= TOLERANCE:
+            Path(path).unlink(missing_ok=True)
+            raise ConfigError(
+                f"ONNX Runtime disagrees with PyTorch ({name}): shape {ours.shape} vs "
+                f"{theirs.shape}, max difference {difference:.2e} (tolerance {TOLERANCE:g})"
+            )
     return difference
 
 
@@ -198,6 +217,21 @@ class OnnxPredictor(Predictor):
         output = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
         return torch.from_numpy(output).float()
 
+    @property
+    def embeds(self) -> bool:
+        return EMBEDDING_NAME in {output.name for output in self.session.get_outputs()}
+
+    def _forward_with_embedding(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.embeds:
+            raise ConfigError(
+                f"{self.path}: exported without the embedding output; export the checkpoint "
+                "again with export_onnx.py"
+            )
+        probabilities, embedding = self.session.run(
+            [OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: batch.numpy()}
+        )
+        return torch.from_numpy(probabilities).float(), torch.from_numpy(embedding).float()
+
 
 class OnnxBlend:
     """tag_audio.py's model source for one exported network: clip = tile mean (as one
@@ -208,8 +242,15 @@ class OnnxBlend:
         self.classes = self.predictor.classes
         self.tile, self.step = self.predictor.tile, self.predictor.step
 
-    def predict(self, spectrograms: Sequence[np.ndarray]):
-        return [Tags(t.mean(axis=0), t) for t in self.predictor.predict_tiles(spectrograms)]
+    @property
+    def embeds(self) -> bool:
+        return self.predictor.embeds
+
+    def predict(self, spectrograms: Sequence[np.ndarray], embeddings: bool = False) -> list[Tags]:
+        if not embeddings:
+            return [Tags(t.mean(axis=0), t) for t in self.predictor.predict_tiles(spectrograms)]
+        tiles, features = self.predictor.predict_tiles_and_embeddings(spectrograms)
+        return [Tags(t.mean(axis=0), t, f.mean(axis=0), f) for t, f in zip(tiles, features)]
 
 
 def onnx_source(path: str | os.PathLike, batch_size: int):

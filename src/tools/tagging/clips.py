@@ -1,6 +1,6 @@
 """Audio read into clips exactly as the pipeline reads them (`read_audio`: decode, mono,
-44.1 kHz, trim, short-clip rule; then the torch log-mel of the spectrogram cache), and where
-each tile of a clip starts in its file."""
+44.1 kHz, trim, short-clip rule; then the torch log-mel of the spectrogram cache), from files
+or from samples in memory (`Samples`), and where each tile of a clip starts in its file."""
 
 from __future__ import annotations
 
@@ -14,15 +14,27 @@ import numpy as np
 from src.config import AUDIO, AudioConfig, ConfigError
 from src.data.audio import (
     AUDIO_EXTENSIONS,
+    AudioDecodeError,
     MelExtractor,
     file_failure,
     load_audio,
     make_extractor,
     nonsilent_bounds,
+    resample_audio,
     trim_audio,
 )
 from src.prediction.tiling import tile_layout
 from src.utils import readable_files
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Audio already in memory, tagged like a file: `samples` (samples,) or (samples,
+    channels) at `sample_rate`, reported under `name`."""
+
+    name: str
+    samples: np.ndarray
+    sample_rate: int = AUDIO.sampling_rate
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,24 @@ def read_clip(path: Path, extractor: MelExtractor, config: AudioConfig = AUDIO) 
     with file_failure(path):
         # == read_audio(path) + log-mel, without decoding twice
         return audio_clip(path, load_audio(path, config.sampling_rate), extractor, config)
+
+
+def samples_clip(item: Samples, extractor: MelExtractor, config: AudioConfig = AUDIO) -> Clip:
+    """The clip of samples in memory, as `read_clip` reads a file: channels averaged,
+    resampled to `config.sampling_rate`, trimmed, log-mel; AudioDecodeError naming it when
+    they are empty or not finite."""
+    with file_failure(item.name):
+        audio = np.asarray(item.samples, dtype=np.float32)
+        if audio.ndim == 2:  # (samples, channels), as soundfile reads
+            audio = audio.mean(axis=1)
+        if audio.ndim != 1 or audio.size == 0:
+            shape = tuple(np.shape(item.samples))
+            wanted = "(samples,) or (samples, channels)"
+            raise AudioDecodeError(item.name, f"expected samples {wanted}, got shape {shape}")
+        if not np.all(np.isfinite(audio)):
+            raise AudioDecodeError(item.name, "audio contains NaN or infinite samples")
+        audio = resample_audio(audio, int(item.sample_rate), config.sampling_rate, item.name)
+        return audio_clip(Path(item.name), audio, extractor, config)
 
 
 def tile_starts(clip: Clip, tile: int, step: int, config: AudioConfig = AUDIO) -> np.ndarray:

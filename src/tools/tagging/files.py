@@ -1,5 +1,7 @@
-"""Tagging: clips in memory tagged by a model source, and files read and tagged a chunk at a
-time, so that memory holds one chunk's spectrograms whatever the number of files."""
+"""Tagging: clips in memory tagged by a model source, and files (or samples in memory) read
+and tagged a chunk at a time, so that memory holds one chunk's spectrograms whatever the
+number of files. With `embeddings=True` each result also holds the clip's embedding and its
+tiles' (`Tags.embedding`, `Tags.tile_embeddings`), from the same pass."""
 
 from __future__ import annotations
 
@@ -20,16 +22,23 @@ FRAMES_PER_CHUNK = 2**16
 
 @dataclass
 class TaggedFile:
-    clip: clips.Clip
+    clip: clips.Clip | None  # None once its spectrogram is let go (`path` names it)
     tags: Tags
     tile_starts: np.ndarray  # (n_tiles,) seconds from the start of the file
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None and self.clip is not None:
+            self.path = self.clip.path
 
 
-def tag_clips(batch: Sequence[clips.Clip], source: ModelSource) -> list[TaggedFile]:
+def tag_clips(
+    batch: Sequence[clips.Clip], source: ModelSource, embeddings: bool = False
+) -> list[TaggedFile]:
     """The tags of clips already read (their tiles share the model's batches), in order."""
     if not batch:
         return []
-    tags = source.predict([c.spectrogram for c in batch])
+    tags = source.predict([c.spectrogram for c in batch], embeddings)
     tile, step = source.predictor.tile, source.predictor.step
     return [
         TaggedFile(c, t, clips.tile_starts(c, tile, step)) for c, t in zip(batch, tags, strict=True)
@@ -37,12 +46,14 @@ def tag_clips(batch: Sequence[clips.Clip], source: ModelSource) -> list[TaggedFi
 
 
 def tag_files(
-    files: Sequence[Path],
+    files: Sequence[Path | clips.Samples],
     source: ModelSource,
     extractor: MelExtractor | None = None,
     chunk: int | None = None,
+    embeddings: bool = False,
 ) -> Iterator[TaggedFile | AudioDecodeError]:
-    """For each file in order, its tags or the reason it could not be decoded.
+    """For each file (or `clips.Samples`) in order, its tags or the reason it could not be
+    decoded.
 
     Files are read and predicted a chunk at a time (`chunk` files or FRAMES_PER_CHUNK frames,
     whichever comes first). `clips.read_clip` and the chunk sizes are looked up at each call.
@@ -53,7 +64,8 @@ def tag_files(
     def predicted(
         results: list[clips.Clip | AudioDecodeError],
     ) -> Iterator[TaggedFile | AudioDecodeError]:
-        tagged = iter(tag_clips([r for r in results if isinstance(r, clips.Clip)], source))
+        read = [r for r in results if isinstance(r, clips.Clip)]
+        tagged = iter(tag_clips(read, source, embeddings))
         for result in results:
             yield next(tagged) if isinstance(result, clips.Clip) else result
 
@@ -61,7 +73,10 @@ def tag_files(
     frames = 0
     for path in files:
         try:
-            results.append(clips.read_clip(Path(path), extractor))
+            if isinstance(path, clips.Samples):
+                results.append(clips.samples_clip(path, extractor))
+            else:
+                results.append(clips.read_clip(Path(path), extractor))
             frames += results[-1].spectrogram.shape[1]
         except AudioDecodeError as error:
             results.append(error)

@@ -13,7 +13,11 @@ Three sources, each reusing the pipeline's own pieces:
   models were trained on means over random tile subsets, single tiles included).
 
 A source's `predict` takes log-mel spectrograms (`src.tools.tagging.clips`) and gives one
-`Tags` per spectrogram; `tile` and `step` say how its tiles are laid out.
+`Tags` per spectrogram; `tile` and `step` say how its tiles are laid out. With
+`embeddings=True` the tags also hold the pooled features the main head sees (the network's
+`embed`), from the same pass: one checkpoint's tile mean per clip, and for an experiment the
+arithmetic mean over its folds (of the clip vectors, and of each tile's). The stacking
+ensemble has none: its networks see probabilities, not audio.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Tags:
 
     clip: np.ndarray  # (n_classes,)
     tiles: np.ndarray  # (n_tiles, n_classes)
+    embedding: np.ndarray | None = None  # (n_features,) when asked for
+    tile_embeddings: np.ndarray | None = None  # (n_tiles, n_features) when asked for
 
 
 class FoldBlend:
@@ -74,15 +80,27 @@ class FoldBlend:
                 self._loaded[checkpoint] = predictor
         return predictor
 
-    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
-        per_model = [self._predictor(c).predict_tiles(spectrograms) for c in self.checkpoints]
+    embeds = True  # a CNN's pooled features can be asked for
+
+    def predict(self, spectrograms: Sequence[np.ndarray], embeddings: bool = False) -> list[Tags]:
+        per_model = [
+            self._predictor(c).predict_tiles_and_embeddings(spectrograms)
+            if embeddings
+            else (self._predictor(c).predict_tiles(spectrograms), [])
+            for c in self.checkpoints
+        ]
         tags = []
         for index in range(len(spectrograms)):
-            tiles = [model[index] for model in per_model]  # float32, as predict_folds saves
+            tiles = [model[0][index] for model in per_model]  # float32, as predict_folds saves
             if len(tiles) == 1:  # one model: the clip is its tile mean
-                tags.append(Tags(tiles[0].mean(axis=0), tiles[0]))
+                tag = Tags(tiles[0].mean(axis=0), tiles[0])
             else:  # the fold blend of the folds' tile means, and of each tile
-                tags.append(Tags(fold_blend([t.mean(axis=0) for t in tiles]), fold_blend(tiles)))
+                tag = Tags(fold_blend([t.mean(axis=0) for t in tiles]), fold_blend(tiles))
+            if embeddings:
+                features = np.stack([model[1][index] for model in per_model])
+                tag.tile_embeddings = features.mean(axis=0)  # the fold mean of each tile
+                tag.embedding = features.mean(axis=1).mean(axis=0)  # of the tile means
+            tags.append(tag)
         return tags
 
 
@@ -131,7 +149,13 @@ class StackingEnsemble:
         aligned = [p[:, order] for p, order in zip(first_level, self.orders)]
         return final_blend(aligned, self.stacking, self.classes)
 
-    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
+    embeds = False  # its networks see first-level probabilities, not audio
+
+    def predict(self, spectrograms: Sequence[np.ndarray], embeddings: bool = False) -> list[Tags]:
+        if embeddings:
+            raise ConfigError(
+                "the stacking ensemble has no embeddings: use one of its experiments (--experiment)"
+            )
         per_experiment = [blend.predict(spectrograms) for blend in self.first_level]
         tags = []
         for index in range(len(spectrograms)):
@@ -149,8 +173,13 @@ class ModelSource:
     classes: tuple[str, ...]
     predictor: FoldBlend | StackingEnsemble
 
-    def predict(self, spectrograms: Sequence[np.ndarray]) -> list[Tags]:
-        return self.predictor.predict(spectrograms)
+    @property
+    def embeds(self) -> bool:
+        """Whether `predict(..., embeddings=True)` can give embeddings."""
+        return bool(self.predictor.embeds)
+
+    def predict(self, spectrograms: Sequence[np.ndarray], embeddings: bool = False) -> list[Tags]:
+        return self.predictor.predict(spectrograms, embeddings)
 
 
 def checkpoint_source(path: Path, device: str, batch_size: int) -> ModelSource:

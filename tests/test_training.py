@@ -363,7 +363,7 @@ def test_an_old_record_is_read_as_the_defaults_of_its_time(tmp_path):
     from src.runs import audio_record, check_audio_settings, read_params
 
     folder = tmp_path / "old"
-    folder.mkdir()
+    (folder / "fold_0").mkdir(parents=True)  # a fold started under the old record
     old = {"config": {"kind": "cnn", "scale": "full"}, "seed": 1, "runtime": {}}
     (folder / "params.json").write_text(json.dumps(old))
     record = read_params(folder)

@@ -161,17 +161,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_tagger(args: argparse.Namespace):
     """The `Tagger` (src.tagger) of the model options."""
-    from src.cli import parse_folds
+    from src.cli import parse_folds, resolve_device
     from src.tools.tagging.api import Tagger
 
+    device = resolve_device(args.device)  # a device this machine lacks is the first thing said
     if args.onnx is not None:
         return Tagger.from_onnx(args.onnx, args.batch_size)
     if args.model is not None:
-        return Tagger.from_checkpoint(args.model, args.device, args.batch_size)
+        return Tagger.from_checkpoint(args.model, device, args.batch_size)
     folds = parse_folds(args.folds) if args.folds else None
     if args.ensemble:
-        return Tagger.from_ensemble(args.device, args.batch_size, folds=folds)
-    return Tagger.from_experiment(args.experiment, args.device, args.batch_size, folds=folds)
+        return Tagger.from_ensemble(device, args.batch_size, folds=folds)
+    return Tagger.from_experiment(args.experiment, device, args.batch_size, folds=folds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ from src.cli import (
 from src.config import ConfigError, get_paths, load_vocabulary
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -59,7 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_device(parser)
     add_force(parser, "delete an existing probe experiment and probe again")
     add_no_progress(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

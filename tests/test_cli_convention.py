@@ -38,6 +38,7 @@ WITH_FOLDS = {
     "tag_audio.py",
     "demo.py",
     "search.py",
+    "train_probe.py",
 }
 # What replaces something that exists (an experiment, a dataset, an import) asks for --force.
 WITH_FORCE = {
@@ -46,6 +47,7 @@ WITH_FORCE = {
     "import_weights.py",
     "make_dataset.py",
     "make_synthetic.py",
+    "train_probe.py",
 }
 RETIRED = {
     "--stacking": "--experiments (stacking_predict.py), --stacking-experiments (build_kernel.py)",

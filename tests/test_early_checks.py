@@ -112,7 +112,9 @@ def test_curated_csv_listing_a_folder_instead_of_audio_is_refused(tiny_data):
     audio = tiny_data / "train_curated" / fname
     audio.unlink()
     audio.mkdir()  # a folder named like the clip is no clip
-    with pytest.raises(ConfigError, match=rf"train_curated.csv: 1 listed.*\['{fname}'\]"):
+    with pytest.raises(
+        ConfigError, match=rf"train_curated.csv: 1 listed.*\['{fname} \(a folder, not a file\)'\]"
+    ):
         curated_store(get_paths())
     assert not (tiny_data / "cache").exists()
 

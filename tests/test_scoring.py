@@ -1,15 +1,17 @@
 """tag_audio.py --score / --plot and src.tools.scoring, against a direct computation."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import src.tools.tagging.files
+import src.tools.tagging.api
 import tag_audio
 from src.config import ConfigError
 from src.tools.scoring import read_truth, score_tags
+from src.tools.tagging.api import Tagger
 from src.tools.tagging.clips import Clip
 from src.tools.tagging.files import TaggedFile
 from src.tools.tagging.sources import ModelSource, Tags
@@ -87,7 +89,7 @@ def test_tag_audio_score_and_plot(tmp_path, monkeypatch, capsys):
     table.to_csv(labels, index=False)
     by_name = dict(zip(table["fname"], scores))
 
-    def fake_tag_files(files, source):
+    def fake_tag_files(files, source, embeddings=False):
         for path in files:
             probabilities = by_name[Path(path).name]
             yield TaggedFile(
@@ -96,9 +98,11 @@ def test_tag_audio_score_and_plot(tmp_path, monkeypatch, capsys):
                 np.zeros(1),
             )
 
-    source = ModelSource("stand-in model", CLASSES, predictor=None)
-    monkeypatch.setattr(tag_audio, "model_source", lambda args, device: source)
-    monkeypatch.setattr(src.tools.tagging.files, "tag_files", fake_tag_files)
+    source = ModelSource(
+        "stand-in model", CLASSES, predictor=SimpleNamespace(tile=128, embeds=False)
+    )
+    monkeypatch.setattr(tag_audio, "load_tagger", lambda args: Tagger(source))
+    monkeypatch.setattr(src.tools.tagging.api, "tag_files", fake_tag_files)
     plots = tmp_path / "plots"
     argv = [str(folder), "--score", str(labels), "--plot", str(plots), "--no-progress"]
     assert tag_audio.main(argv) == 0

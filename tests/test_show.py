@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import librosa
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 import src.tools.pictures.worst_clips as worst_clips_module
-import src.tools.tagging.files
+import src.tools.tagging.api
 import tag_audio
 from src.augment.mixers import get_mixer
 from src.augment.transforms import (
@@ -37,6 +38,7 @@ from src.tools.pictures.architecture import architecture_figure, experiment_grap
 from src.tools.pictures.augmentations import augmentation_figure, augmentation_views
 from src.tools.pictures.spectrograms import read_panels, spectrogram_figure
 from src.tools.scoring import score_tags
+from src.tools.tagging.api import Tagger
 from src.tools.tagging.clips import Clip
 from src.tools.tagging.files import TaggedFile
 from src.tools.tagging.sources import ModelSource, Tags
@@ -219,7 +221,7 @@ def test_worst_clips_are_the_lowest_precision_files(tmp_path, monkeypatch, capsy
 
     by_name = dict(zip(names, scores))
 
-    def fake_tag_files(files, source):
+    def fake_tag_files(files, source, embeddings=False):
         for path in files:
             yield TaggedFile(
                 Clip(Path(path), np.zeros((128, 10)), 0.0),
@@ -235,9 +237,11 @@ def test_worst_clips_are_the_lowest_precision_files(tmp_path, monkeypatch, capsy
         drawn["images"] = images(figure)
         real_save(figure, path, dpi)
 
-    source = ModelSource("stand-in model", classes, predictor=None)
-    monkeypatch.setattr(tag_audio, "model_source", lambda args, device: source)
-    monkeypatch.setattr(src.tools.tagging.files, "tag_files", fake_tag_files)
+    source = ModelSource(
+        "stand-in model", classes, predictor=SimpleNamespace(tile=128, embeds=False)
+    )
+    monkeypatch.setattr(tag_audio, "load_tagger", lambda args: Tagger(source))
+    monkeypatch.setattr(src.tools.tagging.api, "tag_files", fake_tag_files)
     monkeypatch.setattr(worst_clips_module, "save_figure", keep)
     plots = tmp_path / "plots"
     assert tag_audio.main([str(folder), "--score", str(labels), "--plot", str(plots)]) == 0

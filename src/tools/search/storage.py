@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from src.config import ConfigError, Paths
+from src.utils import writer_lock
 
 STORAGE_ENV = "FREESOUND_SEARCH_STORAGE"
 # A process that dies without a word (SIGKILL, a lost machine) leaves its trial RUNNING; the
@@ -67,17 +69,25 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             "postgresql://user@host/db)"
         ) from None
     engine_kwargs: dict[str, Any] = {}
+    creating = nullcontext()
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            database.parent.mkdir(parents=True, exist_ok=True)
+            # Optuna creates the tables of a new file without a transaction around them: two
+            # processes opening one new file at once would both create them ("table studies
+            # already exists"). One at a time; a file lock is what SQLite's users share.
+            lock = database.with_name(f"{database.name}.lock")
+            creating = writer_lock(lock, f"the study database {database}", wait=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-        )
+        with creating:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         reason = scrub(str(error).splitlines()[0] if str(error) else type(error).__name__, url)
         raise ConfigError(f"--storage {masked(url)}: cannot open it ({reason})") from None

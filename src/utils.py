@@ -293,9 +293,14 @@ def starting_children() -> Iterator[None]:
         yield  # signals reach the main thread only; its starts are the ones that matter
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _stop_signals())
+    # A spawned child (a new interpreter) does not inherit the mask, and Ctrl-C reaching it
+    # while it imports would print a traceback; it inherits an ignored SIGINT, which it keeps
+    # (as_child ignores it anyway). Blocked, a Ctrl-C meanwhile stays pending for this process.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
+        signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 

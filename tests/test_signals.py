@@ -186,3 +186,27 @@ def test_the_blend_searchs_pool_stops_with_the_command(tmp_path):
     script = tmp_path / "search.py"
     script.write_text(BLEND_SEARCH.format(root=str(REPO_ROOT)))
     terminated_while([str(script)], tmp_path, lambda: True, children=2)
+
+
+def _report_sigint(queue) -> None:
+    queue.put(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+
+def test_children_start_with_ctrl_c_ignored_and_the_parent_keeps_one_that_came_meanwhile():
+    """A spawned child does not inherit the held-back mask; it must not take a Ctrl-C (and print
+    a traceback) while it imports. The parent gets a Ctrl-C that arrived while children started."""
+    import multiprocessing
+
+    from src.utils import starting_children
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    with starting_children():
+        child = context.Process(target=_report_sigint, args=(queue,))
+        child.start()
+    assert queue.get(timeout=60) is True
+    child.join(timeout=60)
+    with pytest.raises(KeyboardInterrupt):
+        with starting_children():
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # delivered when the block ends, not lost

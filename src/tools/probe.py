@@ -50,12 +50,12 @@ from src.runs import (
     CheckpointError,
     best_checkpoint,
     checkpoint_digest,
-    find_experiment,
     fold_dir,
     fold_finished,
     prepare_experiment_dir,
     write_checkpoint,
 )
+from src.training.finetune import is_checkpoint_spec, resolve_source
 from src.utils import tmp_name, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -71,32 +71,19 @@ EMBED_CHUNK = 32  # clips per call: their tiles share the network's batches
 # --------------------------------------------------------------------------------------
 
 
-def source_checkpoints(spec: str, experiments_dir: Path, folds: Sequence[int]) -> dict[int, Path]:
+def source_checkpoints(
+    spec: str, experiments_dir: Path, folds: Sequence[int], target: str
+) -> dict[int, Path]:
     """The source checkpoint of each probe fold: SOURCE is a checkpoint path (every fold), an
-    experiment NAME (fold k from its fold k) or NAME:K (every fold from fold K)."""
-    path = Path(spec)
-    if spec.endswith(".pth") or path.is_file():
+    experiment NAME (fold k from its fold k) or NAME:K (every fold from fold K), read as
+    `train_folds.py --init-from` reads it."""
+    if is_checkpoint_spec(spec):
+        path = Path(spec)
         if not path.is_file():
             raise ConfigError(f"--init-from {spec}: checkpoint not found")
         return {fold: path for fold in folds}
-    name, _, fold_text = spec.partition(":")
-    experiment = find_experiment(experiments_dir, name)
-    if experiment.kind != "cnn":
-        raise ConfigError(f"--init-from {spec}: {name} is a stacking experiment; give a CNN one")
-    if fold_text:
-        if not fold_text.isdigit():
-            raise ConfigError(f"--init-from {spec}: expected NAME:K with a fold number K")
-        checkpoint = experiment.checkpoint(int(fold_text))
-        return {fold: checkpoint for fold in folds}
-    missing = experiment.missing(folds)
-    if missing:
-        have = ", ".join(map(str, sorted(experiment.folds)))
-        raise ConfigError(
-            f"--init-from {spec}: experiment {name!r} has no checkpoint for fold(s) "
-            f"{','.join(map(str, missing))} (trained: {have}); start every fold from one of "
-            f"them with --init-from {name}:K, or probe --folds {have}"
-        )
-    return experiment.checkpoints(folds)
+    source = resolve_source(spec, experiments_dir, target)
+    return {fold: path for fold, (_, path) in source.checkpoints(folds).items()}
 
 
 def load_source(checkpoint: Path, device: str) -> FreesoundModel:
@@ -309,7 +296,7 @@ def train_probe(
 
     from src.models import MODELS
 
-    sources = source_checkpoints(spec, paths.experiments_dir, folds)
+    sources = source_checkpoints(spec, paths.experiments_dir, folds, name)
     split = load_folds(paths, folds)
     digest = folds_digest(split)  # of the whole table, as training and prediction record it
     store = curated_store(paths, progress=progress)

@@ -59,17 +59,31 @@ class Source:
 
     def checkpoint(self, fold: int) -> tuple[int | None, Path]:
         """(the source's fold, its checkpoint) that target fold `fold` starts from."""
+        return self.checkpoints([fold])[fold]
+
+    def checkpoints(self, folds: Sequence[int]) -> dict[int, tuple[int | None, Path]]:
+        """`checkpoint` of each of `folds`; the source's missing folds are one error."""
         if self.experiment is None:
-            return None, Path(self.name)
-        source_fold = fold if self.fold_rule is None else self.fold_rule
-        if source_fold not in self.experiment.folds:
-            trained = ",".join(map(str, sorted(self.experiment.folds)))
-            raise ConfigError(
-                f"--init-from {self.spec}: experiment {self.name!r} has no checkpoint for fold "
-                f"{source_fold} (trained: {trained}); start every fold from one of them with "
-                f"--init-from {self.name}:{sorted(self.experiment.folds)[0]}"
+            return {fold: (None, Path(self.name)) for fold in folds}
+        wanted = {fold: fold if self.fold_rule is None else self.fold_rule for fold in folds}
+        missing = sorted(set(wanted.values()) - set(self.experiment.folds))
+        if missing:
+            trained = sorted(self.experiment.folds)
+            which = (
+                f"fold {missing[0]}"
+                if len(missing) == 1
+                else f"fold(s) {','.join(map(str, missing))}"
             )
-        return source_fold, self.experiment.folds[source_fold][0]
+            raise ConfigError(
+                f"--init-from {self.spec}: experiment {self.name!r} has no checkpoint for "
+                f"{which} (trained: {','.join(map(str, trained))}); start every fold from one "
+                f"of them with --init-from {self.name}:K (e.g. --init-from "
+                f"{self.name}:{trained[0]}), or choose --folds {','.join(map(str, trained))}"
+            )
+        return {
+            fold: (source_fold, self.experiment.folds[source_fold][0])
+            for fold, source_fold in wanted.items()
+        }
 
 
 def is_checkpoint_spec(spec: str) -> bool:
@@ -111,6 +125,8 @@ def resolve_source(spec: str, experiments_dir: Path, target: str) -> Source:
         classes = checkpoint_classes(path, num_classes)
         return Source(spec, str(path), tuple(classes), network, aux)
     match = FOLD_SUFFIX.match(spec)
+    if match is None and ":" in spec:  # experiment names hold no ':'
+        raise ConfigError(f"--init-from {spec}: expected NAME:K with a fold number K")
     name, fold_rule = (match["name"], int(match["fold"])) if match else (spec, None)
     if name == target:
         raise ConfigError(
@@ -250,7 +266,7 @@ def check_fits(source: Source, folds: Sequence[int], classes: Sequence[str]) -> 
     name, arguments = source.network
     network = MODELS[name](num_classes=len(classes), **arguments)
     copied: list[str] = []
-    for path in dict.fromkeys(source.checkpoint(fold)[1] for fold in folds):
+    for path in dict.fromkeys(path for _, path in source.checkpoints(folds).values()):
         state = read_source_checkpoint(path, str(path))
         copied = transplant(network, state["nn_state_dict"], source.classes, classes, path)
     return copied

@@ -266,7 +266,7 @@ def check_fits(source: Source, folds: Sequence[int], classes: Sequence[str]) -> 
     name, arguments = source.network
     network = MODELS[name](num_classes=len(classes), **arguments)
     copied: list[str] = []
-    for path in dict.fromkeys(path for _, path in source.checkpoints(folds).values()):
+    for path in dict.fromkeys(source.checkpoint(fold)[1] for fold in folds):
         state = read_source_checkpoint(path, str(path))
         copied = transplant(network, state["nn_state_dict"], source.classes, classes, path)
     return copied

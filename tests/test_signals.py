@@ -199,14 +199,19 @@ def test_children_start_with_ctrl_c_ignored_and_the_parent_keeps_one_that_came_m
 
     from src.utils import starting_children
 
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    with starting_children():
-        child = context.Process(target=_report_sigint, args=(queue,))
-        child.start()
-    assert queue.get(timeout=60) is True
-    child.join(timeout=60)
-    with pytest.raises(KeyboardInterrupt):
+    # A command's own Ctrl-C rule (a pytest-xdist worker ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
         with starting_children():
-            os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)  # delivered when the block ends, not lost
+            child = context.Process(target=_report_sigint, args=(queue,))
+            child.start()
+        assert queue.get(timeout=60) is True
+        child.join(timeout=60)
+        with pytest.raises(KeyboardInterrupt):
+            with starting_children():
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # delivered when the block ends, not lost
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -45,7 +45,19 @@ def merge(config: Config, changes: Config) -> Config:
 # learning rate is `backbone_lr_scale` times the heads'. The defaults are what
 # bench/transfer_fsdd.py measured best on few clips (docs/performance.md, "Starting from a
 # trained model").
-FINETUNE_DEFAULTS: Config = {"init_from": None, "freeze_epochs": 3, "backbone_lr_scale": 0.1}
+FINETUNE_DEFAULTS: Config = {"init_from": None, "freeze_epochs": 0, "backbone_lr_scale": 1.0}
+
+
+def settings_that_shape_the_run(config: Config) -> Config:
+    """The configuration without the settings that change nothing in its run: a `finetune`
+    entry without a source (its freeze and backbone-rate settings act only on a fine-tune), so
+    a change of their defaults leaves runs, resumes and searches from random weights as they
+    were."""
+    finetune = config.get("finetune")
+    if isinstance(finetune, dict) and finetune.get("init_from") is None:
+        return {k: v for k, v in config.items() if k != "finetune"}
+    return config
+
 
 # Settings shared by all seven first-level experiments.
 CNN_BASE: Config = {

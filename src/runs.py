@@ -42,7 +42,12 @@ from src.config import (
     Vocabulary,
     vocabulary_source,
 )
-from src.experiments import CNN_BASE, EXPERIMENTS, unknown_experiment
+from src.experiments import (
+    CNN_BASE,
+    EXPERIMENTS,
+    settings_that_shape_the_run,
+    unknown_experiment,
+)
 from src.utils import LOCK_FILE, tmp_name, write_json_atomic, writer_lock
 
 log = logging.getLogger(__name__)
@@ -308,9 +313,11 @@ def read_params(experiment_dir: Path) -> dict | None:
 
 def what_shapes_the_run(record: dict) -> dict:
     """The parts of a record that must be equal for a rerun to continue the same experiment:
-    everything but its `runtime` and the configuration's `original` entry (notes on where the
-    settings come from, which may be reworded without changing the run)."""
+    everything but its `runtime`, the configuration's `original` entry (notes on where the
+    settings come from, which may be reworded without changing the run) and the settings that
+    act on nothing in it (src.experiments.settings_that_shape_the_run)."""
     config = {k: v for k, v in record.get("config", {}).items() if k != "original"}
+    config = settings_that_shape_the_run(config)
     shaped = {k: v for k, v in record.items() if k != "runtime"}
     return json.loads(json.dumps({**shaped, "config": config}))  # tuples -> lists
 

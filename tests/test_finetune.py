@@ -26,7 +26,13 @@ from src.kaggle.runtime import KernelPlan
 from src.models import AuxSkipAttention, RnnAuxSkipAttention, SkipAttention
 from src.models.argus_models import FreesoundModel, model_params
 from src.models.heads import is_head, output_layers
-from src.runs import CheckpointError, best_checkpoint, checkpoint_digest, read_params
+from src.runs import (
+    CheckpointError,
+    best_checkpoint,
+    checkpoint_digest,
+    read_params,
+    record_differences,
+)
 from src.training.command import train_command
 from src.training.finetune import adopt_network, initialise, resolve_source, transplant
 from src.training.first_level import build_fold, load_first_level_data
@@ -417,3 +423,17 @@ def test_an_interrupted_fine_tune_resumes_as_if_it_had_not_stopped(tiny_data, tm
     assert a.name == b.name
     for key, value in state_of(a).items():
         assert torch.equal(value, state_of(b)[key]), key
+
+
+def test_finetune_settings_without_a_source_shape_nothing():
+    """A run from random weights resumes (and a search continues) across a change of the
+    fine-tuning defaults; a fine-tune does not."""
+    before = {"init_from": None, "freeze_epochs": 3, "backbone_lr_scale": 0.1}
+    after = {"init_from": None, "freeze_epochs": 0, "backbone_lr_scale": 1.0}
+    old, new = ({"config": {"max_epochs": 4, "finetune": f}} for f in (before, after))
+    assert record_differences(old, new) == []
+    old["config"]["finetune"]["init_from"] = new["config"]["finetune"]["init_from"] = "src"
+    assert record_differences(old, new) == [
+        "config (config.finetune.backbone_lr_scale: 0.1 -> 1.0; "
+        "config.finetune.freeze_epochs: 3 -> 0)"
+    ]

@@ -21,6 +21,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from src.config import ConfigError, Paths
+from src.experiments import settings_that_shape_the_run
 from src.utils import writer_lock
 
 STORAGE_ENV = "FREESOUND_SEARCH_STORAGE"
@@ -113,6 +114,9 @@ def open_study(
         pruner=pruner,
     )
     recorded = study.user_attrs.get("recipe")
+    if recorded is not None and isinstance(recorded.get("base"), dict):
+        # a study recorded before a change of the defaults that act on nothing in its trials
+        recorded = {**recorded, "base": settings_that_shape_the_run(recorded["base"])}
     wanted = _plain(recipe)
     if recorded is None:
         study.set_user_attr("recipe", wanted)

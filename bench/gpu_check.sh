@@ -198,7 +198,8 @@ else
     printf '{"base": "%s", "name": "%s_finetune"}\n' "$EXPERIMENT" "$EXPERIMENT" \
         > "$OUT/finetune.json"
     run_step train_finetune 120 "$PY" train_folds.py --experiment "$OUT/finetune.json" \
-        --init-from "$EXPERIMENT" --set finetune.freeze_epochs=1 --folds 0 --no-corrections \
+        --init-from "$EXPERIMENT" --set finetune.freeze_epochs=1 --set finetune.backbone_lr_scale=0.1 \
+        --folds 0 --no-corrections \
         --max-epochs 2 --force --no-progress "${TRAIN[@]}" "${PREDICT_AMP[@]}"
     keep_run train_finetune "${EXPERIMENT}_finetune"
 fi

@@ -12,7 +12,6 @@ from src.cli import command_line
 from src.config import ConfigError, Paths, Vocabulary
 from src.data.labels import load_folds
 from src.experiment_files import load_experiment
-from src.experiments import settings_that_shape_the_run
 from src.tools.search.space import check_space, read_space, space_json
 from src.tools.search.storage import default_storage, masked, open_storage, open_study
 from src.tools.search.trials import (
@@ -76,11 +75,7 @@ def run_search(
     recipe = {
         "experiment": experiment,
         # the base as resolved: an experiment file edited between two commands is another base
-        "base": {
-            k: v
-            for k, v in settings_that_shape_the_run(base).items()
-            if k not in ("name", "original")
-        },
+        "base": {k: v for k, v in base.items() if k not in ("name", "original")},
         "space": space_json(space),
         "scale": scale,
         "folds": folds,

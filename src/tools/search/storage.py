@@ -94,6 +94,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise ConfigError(f"--storage {masked(url)}: cannot open it ({reason})") from None
 
 
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without its base's settings that act on nothing in a trial
+    (src.experiments.settings_that_shape_the_run): a study continues across a change of their
+    defaults, as a run resumes across it."""
+    base = recipe.get("base")
+    if not isinstance(base, dict):
+        return recipe
+    return {**recipe, "base": settings_that_shape_the_run(base)}
+
+
 def open_study(
     storage: optuna.storages.RDBStorage,
     name: str,
@@ -114,13 +124,10 @@ def open_study(
         pruner=pruner,
     )
     recorded = study.user_attrs.get("recipe")
-    if recorded is not None and isinstance(recorded.get("base"), dict):
-        # a study recorded before a change of the defaults that act on nothing in its trials
-        recorded = {**recorded, "base": settings_that_shape_the_run(recorded["base"])}
-    wanted = _plain(recipe)
+    wanted = _comparable(_plain(recipe))
     if recorded is None:
         study.set_user_attr("recipe", wanted)
-    elif recorded != wanted:
+    elif (recorded := _comparable(recorded)) != wanted:
         changed = sorted(
             k for k in wanted.keys() | recorded.keys() if recorded.get(k) != wanted.get(k)
         )

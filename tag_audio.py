@@ -254,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # writing a CSV
         return fail(ConfigError(f"{error.filename or rows.paths}: cannot write ({error.strerror})"))
     if skipped:
-        print(f"skipped {skipped} of {len(files)} file(s): not decodable", file=sys.stderr)
+        print(
+            f"skipped {skipped} of {len(files)} file(s) that could not be read (each named above)",
+            file=sys.stderr,
+        )
     if not rows.rows:
         return fail(ConfigError("no file could be tagged"))
     if vectors is not None:

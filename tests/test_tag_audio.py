@@ -183,7 +183,9 @@ def test_nothing_decodable_exits_1(smoke_data, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert f"skipped {bad}: " in err and "file not found" in err
-    assert "skipped 2 of 2 file(s)" in err and "error: no file could be tagged" in err
+    assert "skipped 2 of 2 file(s) that could not be read" in err
+    assert "not decodable" not in err  # a missing file is not a decoding failure
+    assert "error: no file could be tagged" in err
 
 
 def test_without_a_trained_model_says_how_to_train_one(tmp_path):

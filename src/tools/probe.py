@@ -55,7 +55,7 @@ from src.runs import (
     prepare_experiment_dir,
     write_checkpoint,
 )
-from src.training.finetune import is_checkpoint_spec, resolve_source
+from src.training.finetune import resolve_source
 from src.utils import tmp_name, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,6 @@ def source_checkpoints(
     """The source checkpoint of each probe fold: SOURCE is a checkpoint path (every fold), an
     experiment NAME (fold k from its fold k) or NAME:K (every fold from fold K), read as
     `train_folds.py --init-from` reads it."""
-    if is_checkpoint_spec(spec):
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"--init-from {spec}: checkpoint not found")
-        return {fold: path for fold in folds}
     source = resolve_source(spec, experiments_dir, target)
     return {fold: path for fold, (_, path) in source.checkpoints(folds).items()}
 

@@ -214,6 +214,11 @@ def test_worst_clips_are_the_lowest_precision_files(tmp_path, monkeypatch, capsy
         write_wav(folder / name, tone(0.6 + 0.05 * i, 300 + 40 * i))
     labels = tmp_path / "labels.csv"
     table.to_csv(labels, index=False)
+    # Laid out as make_dataset.py lays out: the panels are titled with the recordings' names.
+    recording = {name: f"/home/me/recordings/take_{i:02d}.wav" for i, name in enumerate(names)}
+    pd.DataFrame(
+        {"split": "test", "file": [f"test/{n}" for n in names], "source": recording.values()}
+    ).to_csv(tmp_path / "sources.csv", index=False)
 
     precision = direct_precision(truth, scores)
     score = score_tags([str(folder / f) for f in names], scores, classes, table)
@@ -247,7 +252,9 @@ def test_worst_clips_are_the_lowest_precision_files(tmp_path, monkeypatch, capsy
     assert tag_audio.main([str(folder), "--score", str(labels), "--plot", str(plots)]) == 0
     assert (plots / "worst_clips.png").is_file() and (plots / "confusion_matrix.png").is_file()
     worst = np.argsort(precision, kind="stable")[:12]
-    assert [t.split("\n")[0] for t in drawn["titles"]] == [names[i] for i in worst]
+    assert [t.split("\n")[0] for t in drawn["titles"]] == [
+        Path(recording[names[i]]).name for i in worst
+    ]
     first = drawn["titles"][0].split("\n")
     top = np.argsort(-scores[worst[0]], kind="stable")[:3]
     assert first[1] == f"labels: {table['labels'][worst[0]].replace(',', ', ')}"

@@ -22,6 +22,7 @@ from src.data.audio import AudioDecodeError, MelExtractor
 from src.tools.pictures.axes import DPI, draw_log_mel, save_figure, short_name, value_range
 from src.tools.tagging.clips import collect_audio_files, default_extractor, read_clip
 from src.tools.tagging.files import tag_files
+from src.tools.tagging.names import UserNames
 from src.tools.tagging.output import top_classes
 from src.tools.tagging.sources import ModelSource
 
@@ -37,10 +38,11 @@ class ClipPanel:
     spectrogram: np.ndarray
     offset: float = 0.0  # seconds of leading silence trimmed before frame 0
     lines: list[str] = field(default_factory=list)
+    name: str = ""  # the name people know the file by (default: the file's own)
 
     @property
     def title(self) -> str:
-        return short_name(self.path.name)
+        return short_name(self.name or self.path.name)
 
 
 def labels_line(labels: str | None) -> str:
@@ -61,8 +63,10 @@ def read_panels(
     extractor: MelExtractor | None = None,
 ) -> list[ClipPanel]:
     """A panel per file, in order; a file that cannot be read is a ConfigError naming it.
-    `labels`: file name -> comma-separated labels; `source`: tag each file with it."""
+    `labels`: file name -> comma-separated labels; `source`: tag each file with it. A file
+    make_dataset.py laid out is titled with the recording it came from."""
     extractor = extractor or default_extractor()
+    names = UserNames()
     panels: list[ClipPanel] = []
     if source is not None:
         results = tag_files(files, source, extractor)
@@ -77,6 +81,7 @@ def read_panels(
             clip = result.clip
             panel = ClipPanel(clip.path, clip.spectrogram, clip.offset)
             panel.lines.append(tags_line(result.tags.clip, source.classes, top))
+        panel.name = Path(names.shown(panel.path)).name
         if labels is not None:
             panel.lines.insert(0, labels_line(labels.get(panel.path.name)))
         panels.append(panel)

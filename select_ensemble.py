@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({signed(overall - single_cv)} over {single}); better on {better} classes, worse on "
         f"{worse}, equal on {len(per_class) - better - worse}"
     )
+    if overall <= single_cv and members != [single]:
+        print(
+            f"note: no blend of sizes {args.sizes} beats {single} alone ({number(single_cv)}); "
+            f"other candidates may help, and --sizes 1-{max(sizes)} lets one experiment be "
+            "the choice"
+        )
     if len(per_class) <= 2 * SHOWN_CLASSES:
         print(per_class.to_string(index=False, float_format=number))
     else:  # the largest gains and the largest losses, in one table

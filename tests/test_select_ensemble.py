@@ -236,6 +236,35 @@ def test_the_command_reports_and_writes_the_choice(tmp_path):
         assert f"{prefix} {command}" in printed
 
 
+def test_a_single_experiment_better_than_every_blend_is_said(tmp_path):
+    data = tmp_path / "data"
+    names, probabilities, truth = oof_tree(data, n_experiments=4, seed=2)
+    # exp_a informative, the others guesses: every blend ranks worse than exp_a alone.
+    rng = np.random.default_rng(5)
+    probabilities[0] = 1 / (1 + np.exp(-(3 * truth - 1.5 + rng.normal(size=truth.shape))))
+    probabilities[1:] = rng.random(probabilities[1:].shape)
+    for name, table in zip(names, probabilities):
+        start = 0  # read_oof's row order: fold 0's clips, then fold 1's, ...
+        for k in range(5):
+            out = data / "predictions" / name / f"fold_{k}" / "val" / "probs.csv"
+            frame = pd.read_csv(out)
+            frame[list(CLASSES)] = table[start : start + len(frame)]
+            frame.to_csv(out, index=False)
+            start += len(frame)
+    blends = brute_force(probabilities, truth, [2, 3])
+    singles = brute_force(probabilities, truth, [1])
+    assert max(blends.values()) < singles[(0,)] == max(singles.values())  # the premise
+
+    result = select(data, "--sizes", "2-3")
+    assert result.returncode == 0, result.stderr
+    assert f"note: no blend of sizes 2-3 beats {names[0]} alone" in result.stdout
+    assert "--sizes 1-3 lets one experiment be the choice" in result.stdout
+    result = select(data, "--sizes", "1-3", "--write", str(tmp_path / "one.json"))  # as said
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout
+    assert json.loads((tmp_path / "one.json").read_text())["inputs"] == [names[0]]
+
+
 def test_experiments_named_or_taken_from_a_stacking_file(tmp_path):
     data = tmp_path / "data"
     names, _, _ = oof_tree(data, n_experiments=5)

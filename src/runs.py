@@ -191,6 +191,15 @@ def read_finished(fold: Path) -> dict:
     return json.loads((fold / FINISHED_FILE).read_text())
 
 
+# finished.json's field for a fold that a hyper-parameter search stopped (pruned) after that
+# epoch: the journal tells it from a fold that ran to its cap or stopped early by itself.
+PRUNED_AT = "pruned_at_epoch"
+
+
+def mark_pruned(fold: Path, epoch: int) -> None:
+    write_json_atomic({**read_finished(fold), PRUNED_AT: epoch}, fold / FINISHED_FILE)
+
+
 # --------------------------------------------------------------------------------------
 # The experiment record (params.json) and the experiment folder's rules
 # --------------------------------------------------------------------------------------

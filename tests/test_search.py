@@ -279,6 +279,10 @@ def test_a_pruned_trial_stops_its_fold_cleanly_and_trains_no_further_fold(tiny_d
     assert trial.intermediate_values[1] == pytest.approx(log["val_lwlrap"].iloc[1])
     assert (fold / "finished.json").is_file() and not (fold / STATE_FILE).exists()
     assert not (fold.parent / "fold_1").exists()
+    # The fold says it was pruned, and the journal tells the trial from a finished fold.
+    assert json.loads((fold / "finished.json").read_text())["pruned_at_epoch"] == 1
+    row = read_journal(get_paths()).set_index("experiment").loc["pruned_t0"]
+    assert row["status"] == "pruned (fold 0, epoch 1)" and row["folds_finished"] == 1
 
 
 def test_an_interrupted_trial_is_marked_failed_and_the_study_goes_on(tiny_data, tmp_path):

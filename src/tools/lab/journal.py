@@ -27,6 +27,7 @@ from src.runs import (
     FINISHED_FILE,
     PARAMS_FILE,
     PROBS_FILE,
+    PRUNED_AT,
     STATE_FILE,
     best_checkpoint,
     fold_dir,
@@ -88,6 +89,7 @@ class FoldState:
     score: float | None = None  # its best checkpoint's validation lwlrap
     epochs: int | None = None  # rows of log.csv
     seconds: float | None = None  # finished.json's, else the span of log.csv
+    pruned_at: int | None = None  # the epoch after which a search pruned it
 
 
 def flatten(settings: dict, prefix: str = "") -> list[str]:
@@ -162,6 +164,8 @@ def read_fold(folder: Path, fold: int, notes: list[str]) -> FoldState:
             record = _read_json(finished)
             if isinstance(record, dict) and isinstance(record.get("seconds"), (int, float)):
                 state.seconds = float(record["seconds"])
+            if isinstance(record, dict) and isinstance(record.get(PRUNED_AT), int):
+                state.pruned_at = record[PRUNED_AT]
         except ConfigError as error:
             notes.append(f"fold {fold}: {error}")
     elif state.state == "interrupted" and not (folder / STATE_FILE).is_file():
@@ -175,6 +179,9 @@ def _status(folds: Sequence[FoldState]) -> str:
         return "running"
     if "interrupted" in states:
         return "interrupted"
+    pruned = [fold for fold in folds if fold.pruned_at is not None]
+    if pruned:  # a pruned search trial trains no further fold
+        return f"pruned (fold {pruned[0].fold}, epoch {pruned[0].pruned_at})"
     finished = sum(fold.state == "finished" for fold in folds)
     if finished >= N_FOLDS:
         return "finished"

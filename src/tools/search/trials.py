@@ -25,7 +25,7 @@ from src.config import ConfigError, Paths, Vocabulary
 from src.data.labels import load_folds
 from src.experiment_files import NAME_PATTERN, load_experiment
 from src.experiments import Config
-from src.runs import prepare_experiment_dir
+from src.runs import fold_dir, mark_pruned, prepare_experiment_dir
 from src.tools.search.space import Dimension, Space, as_overrides, draw, settings
 from src.training.callbacks.trial import TrialReport
 from src.training.command import SETUPS, run_record
@@ -144,9 +144,11 @@ class Search:
             )
         except _Pruned:
             results = {}
-        pruned = [r for r in reports if r.pruned_at is not None]
+        pruned = [(f, r) for f, r in zip(self.folds, reports) if r.pruned_at is not None]
         if pruned:
-            return results, pruned[0].first_step + pruned[0].pruned_at
+            fold, reporter = pruned[0]
+            mark_pruned(fold_dir(experiment_dir, fold), reporter.pruned_at)
+            return results, reporter.first_step + reporter.pruned_at
         return results, None
 
 

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,16 +58,61 @@ def score_line(stdout: str) -> tuple[float, float]:
     return float(words[words.index("lwlrap") + 1]), float(words[words.index("accuracy") + 1])
 
 
+def add_fsdd_options(parser: argparse.ArgumentParser, per_digit: bool = False) -> None:
+    """--fsdd, --speaker, --threads and --keep (and --per-digit) of the FSDD benches."""
+    parser.add_argument("--fsdd", type=Path, default=FSDD)
+    parser.add_argument("--speaker", default="george", help="the held-out (test) speaker")
+    if per_digit:
+        parser.add_argument(
+            "--per-digit", type=int, default=None, help="recordings per speaker and digit (all: 50)"
+        )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores)")
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
+
+
+def read_metadata(fsdd: Path, speaker: str, per_digit: int | None = None) -> pd.DataFrame:
+    """FSDD's metadata.csv (fname, speaker, label), the first `per_digit` recordings of each
+    speaker and digit; a speaker it lacks is one line."""
+    meta = pd.read_csv(fsdd / "metadata.csv", dtype=str)
+    if speaker not in set(meta["speaker"]):
+        raise SystemExit(f"no speaker {speaker!r} in {fsdd / 'metadata.csv'}")
+    if per_digit is not None:
+        meta = meta.groupby(["speaker", "label"], sort=False).head(per_digit)
+    return meta
+
+
+def split_speaker(meta: pd.DataFrame, fsdd: Path, speaker: str, work: Path) -> np.ndarray:
+    """work/train.csv (every other speaker's recordings) and work/held_out.csv (`speaker`'s),
+    as path,labels tables for make_dataset.py; returns the held-out rows of `meta`."""
+    table = pd.DataFrame(
+        {
+            "path": [str((fsdd / "recordings" / f).resolve()) for f in meta["fname"]],
+            "labels": meta["label"],
+        }
+    )
+    held_out = (meta["speaker"] == speaker).to_numpy()
+    table[~held_out].to_csv(work / "train.csv", index=False)
+    table[held_out].to_csv(work / "held_out.csv", index=False)
+    return held_out
+
+
+def lay_out(work: Path, data: Path, env: dict) -> dict[str, float]:
+    """make_dataset.py (work/held_out.csv as --test) and make_folds.py; their seconds."""
+    times = {}
+    _, times["make_dataset"] = run(
+        ["make_dataset.py", str(work / "train.csv"), "--out", str(data), "--force",
+         "--test", str(work / "held_out.csv")], env, "make_dataset.py")  # fmt: skip
+    _, times["make_folds"] = run(["make_folds.py"], env, "make_folds.py")
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--fsdd", type=Path, default=FSDD)
-    parser.add_argument("--speaker", default="george", help="the held-out (test) speaker")
+    add_fsdd_options(parser)
     parser.add_argument("--folds", default="0", help="folds to train: 0, 0,1 or all")
     parser.add_argument("--experiment", default=EXPERIMENT)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores)")
-    parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     parser.add_argument("--set", action="append", default=[], help="passed to train_folds.py")
     parser.add_argument(
         "--reuse", action="store_true", help="with --keep: reuse the dataset made by a former run"
@@ -80,22 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gpus", default=None, help="passed to train_folds.py: cpu,cpu trains two folds at once"
     )
     args = parser.parse_args(argv)
-    meta = pd.read_csv(args.fsdd / "metadata.csv", dtype=str)
-    if args.speaker not in set(meta["speaker"]):
-        raise SystemExit(f"no speaker {args.speaker!r} in {args.fsdd / 'metadata.csv'}")
+    meta = read_metadata(args.fsdd, args.speaker)
     folds = "0,1,2,3,4" if args.folds == "all" else args.folds
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        table = pd.DataFrame(
-            {
-                "path": [str((args.fsdd / "recordings" / f).resolve()) for f in meta["fname"]],
-                "labels": meta["label"],
-            }
-        )
-        held_out = (meta["speaker"] == args.speaker).to_numpy()
-        table[~held_out].to_csv(work / "train.csv", index=False)
-        table[held_out].to_csv(work / "held_out.csv", index=False)
+        held_out = split_speaker(meta, args.fsdd, args.speaker, work)
         data = work / "data"
         env = {
             **os.environ,
@@ -110,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_folds:
                 shutil.rmtree(data / "experiments" / args.experiment, ignore_errors=True)
         else:
-            _, times["make_dataset"] = run(
-            ["make_dataset.py", str(work / "train.csv"), "--out", str(data), "--force",
-             "--test", str(work / "held_out.csv")], env, "make_dataset.py")  # fmt: skip
-            _, times["make_folds"] = run(["make_folds.py"], env, "make_folds.py")
+            times.update(lay_out(work, data, env))
         extra = [x for s in args.set for x in ("--set", s)]
         if args.gpus:
             extra += ["--gpus", args.gpus]

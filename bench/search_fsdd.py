@@ -34,7 +34,14 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.fsdd_own_sounds import FSDD, run, score_line  # noqa: E402
+from bench.fsdd_own_sounds import (  # noqa: E402
+    add_fsdd_options,
+    lay_out,
+    read_metadata,
+    run,
+    score_line,
+    split_speaker,
+)
 from src.runs import best_checkpoint, fold_dir  # noqa: E402
 
 # FSDD has no noisy set: the sampling shares and Lsoft settings change nothing there.
@@ -52,49 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--fsdd", type=Path, default=FSDD)
-    parser.add_argument("--speaker", default="george", help="the held-out (test) speaker")
+    add_fsdd_options(parser, per_digit=True)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=20, help="the trials' epoch cap")
     parser.add_argument("--epoch-size", type=int, default=1024, help="samples per epoch")
-    parser.add_argument(
-        "--per-digit", type=int, default=None, help="recordings per speaker and digit (all: 50)"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores)")
-    parser.add_argument("--keep", type=Path, default=None, help="work here and keep it")
     args = parser.parse_args(argv)
-    meta = pd.read_csv(args.fsdd / "metadata.csv", dtype=str)
-    if args.per_digit is not None:
-        meta = meta.groupby(["speaker", "label"], sort=False).head(args.per_digit)
+    meta = read_metadata(args.fsdd, args.speaker, args.per_digit)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        table = pd.DataFrame(
-            {
-                "path": [str((args.fsdd / "recordings" / f).resolve()) for f in meta["fname"]],
-                "labels": meta["label"],
-            }
-        )
-        held_out = (meta["speaker"] == args.speaker).to_numpy()
-        table[~held_out].to_csv(work / "train.csv", index=False)
-        table[held_out].to_csv(work / "held_out.csv", index=False)
+        held_out = split_speaker(meta, args.fsdd, args.speaker, work)
         data = work / "data"
         env = {**os.environ, "FREESOUND_DATA_DIR": str(data), "OMP_NUM_THREADS": str(args.threads)}
         env.pop("MODE", None)
-        run(
-            [
-                "make_dataset.py",
-                str(work / "train.csv"),
-                "--out",
-                str(data),
-                "--force",
-                "--test",
-                str(work / "held_out.csv"),
-            ],
-            env,
-            "make_dataset.py",
-        )
-        run(["make_folds.py"], env, "make_folds.py")
+        lay_out(work, data, env)
         base, space = work / "fsdd_base.json", work / "fsdd_space.json"
         base.write_text(
             json.dumps(

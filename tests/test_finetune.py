@@ -189,6 +189,22 @@ def test_freeze_epochs_train_only_the_heads_and_params_record_the_source(
     }
 
 
+def test_folds_fine_tuned_in_parallel_each_start_from_the_source(source_trained, tmp_path):
+    """--gpus cpu,cpu: each fold's worker process loads the source's weights itself."""
+    spec = experiment_file(tmp_path, "ft_par", finetune={"freeze_epochs": 1}, max_epochs=1)
+    args = ["--experiment", spec, "--init-from", "corrections_002:0", "--smoke", "--folds", "0,1"]
+    args += ["--gpus", "cpu,cpu", "--workers", "0", "--no-progress", "--set", "epoch_size=32"]
+    assert train_command(args, "", kind="cnn") == 0
+    before = state_of(best_checkpoint(source_trained / "fold_0")[0])
+    tuned = get_paths().experiment_dir("ft_par")
+    for fold in (0, 1):
+        after = state_of(best_checkpoint(tuned / f"fold_{fold}")[0])
+        assert after.keys() == before.keys()  # the source's network
+        assert all(torch.equal(before[k], after[k]) for k in before if not is_head(k)), fold
+    folds = read_params(tuned)["init_from"]["folds"]
+    assert {k: v["fold"] for k, v in folds.items()} == {"0": 0, "1": 0}
+
+
 def test_after_the_frozen_epochs_the_backbone_trains_at_its_share(source_trained, tmp_path):
     spec = experiment_file(
         tmp_path, "ft2", finetune={"freeze_epochs": 1, "backbone_lr_scale": 0.5}, max_epochs=2

@@ -118,6 +118,7 @@ class Search:
         prepare_experiment_dir(experiment_dir, record, force=False, runtime=runtime)
         schedule = Schedule.from_config(config)
         reports: list[TrialReport] = []
+        reported_folds: list[int] = []  # the fold of each report (finished folds get none)
 
         def report(step: int, score: float) -> bool:
             trial.report(score, step)
@@ -129,6 +130,7 @@ class Search:
             parts = build(data, fold, options=self.options)
             reporter = TrialReport(report, first_step=len(reports) * schedule.max_epochs)
             reports.append(reporter)
+            reported_folds.append(fold)
             parts.extra_callbacks.append(reporter)
             return parts
 
@@ -144,7 +146,7 @@ class Search:
             )
         except _Pruned:
             results = {}
-        pruned = [(f, r) for f, r in zip(self.folds, reports) if r.pruned_at is not None]
+        pruned = [(f, r) for f, r in zip(reported_folds, reports) if r.pruned_at is not None]
         if pruned:
             fold, reporter = pruned[0]
             mark_pruned(fold_dir(experiment_dir, fold), reporter.pruned_at)

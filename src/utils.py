@@ -278,7 +278,7 @@ def _stop_signals() -> set[signal.Signals]:
 
 
 @contextmanager
-def starting_children() -> Iterator[None]:
+def starting_children(spawning: bool = True) -> Iterator[None]:
     """Start every worker process (a pool, a Process) under this, with `as_child` as the first
     thing it runs (the pool's initializer, the top of the process's target).
 
@@ -286,7 +286,12 @@ def starting_children() -> Iterator[None]:
     all exist, when the caller holds the pool or the processes and stops them: an exception
     raised in the middle of a fork is lost (Python ignores those of at-fork handlers) or
     leaves started children nobody stops. The children inherit the held-back mask;
-    `as_child` sets their own rules and then lets the signals through."""
+    `as_child` sets their own rules and then lets the signals through.
+
+    `spawning` (children that start a new interpreter: spawn, forkserver) also ignores Ctrl-C
+    meanwhile, the one rule such a child inherits. Forked children need not: they inherit the
+    mask. Ignoring costs a Ctrl-C that another thread of this process takes meanwhile (a pool's
+    or a progress bar's: only this thread holds the signals back), so forks do without it."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
     ):
@@ -296,11 +301,12 @@ def starting_children() -> Iterator[None]:
     # A spawned child (a new interpreter) does not inherit the mask, and Ctrl-C reaching it
     # while it imports would print a traceback; it inherits an ignored SIGINT, which it keeps
     # (as_child ignores it anyway). Blocked, a Ctrl-C meanwhile stays pending for this process.
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if spawning else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, handler)
+        if spawning:
+            signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
@@ -334,7 +340,7 @@ def start_pool(
     pool it gets (`with pool`, or terminate in a `finally`) as soon as it holds it."""
     pool = None
     try:
-        with starting_children():
+        with starting_children(spawning=context.get_start_method() != "fork"):
             pool = context.Pool(processes, as_child, (initializer, *initargs))
     except BaseException:
         if pool is not None:

@@ -193,6 +193,29 @@ def _report_sigint(queue) -> None:
     queue.put(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
 
 
+FORK_START = """
+import os, signal, threading, time
+from src.utils import starting_children
+signal.signal(signal.SIGINT, signal.default_int_handler)
+threading.Thread(target=time.sleep, args=(5,), daemon=True).start()  # takes what others hold back
+try:
+    with starting_children(spawning=False):
+        os.kill(os.getpid(), signal.SIGINT)  # to the process: the other thread takes it
+        time.sleep(1)
+    time.sleep(1)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_a_ctrl_c_another_thread_takes_while_forks_start_is_not_lost():
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_START], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.stdout.strip() == "interrupted", result.stderr
+
+
 def test_children_start_with_ctrl_c_ignored_and_the_parent_keeps_one_that_came_meanwhile():
     """A spawned child does not inherit the held-back mask; it must not take a Ctrl-C (and print
     a traceback) while it imports. The parent gets a Ctrl-C that arrived while children started."""

@@ -291,7 +291,8 @@ def starting_children(spawning: bool = True) -> Iterator[None]:
     `spawning` (children that start a new interpreter: spawn, forkserver) also ignores Ctrl-C
     meanwhile, the one rule such a child inherits. Forked children need not: they inherit the
     mask. Ignoring costs a Ctrl-C that another thread of this process takes meanwhile (a pool's
-    or a progress bar's: only this thread holds the signals back), so forks do without it."""
+    or a progress bar's: only this thread holds the signals back), so forks do without it: a
+    Ctrl-C is noted and raised once the children exist."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "pthread_sigmask"
     ):
@@ -301,13 +302,18 @@ def starting_children(spawning: bool = True) -> Iterator[None]:
     # A spawned child (a new interpreter) does not inherit the mask, and Ctrl-C reaching it
     # while it imports would print a traceback; it inherits an ignored SIGINT, which it keeps
     # (as_child ignores it anyway). Blocked, a Ctrl-C meanwhile stays pending for this process.
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if spawning else None
+    # Another thread may take a Ctrl-C meanwhile: while forking it is only noted, and raised
+    # here once the children exist.
+    noted: list[int] = []
+    rule = signal.SIG_IGN if spawning else (lambda number, frame: noted.append(number))
+    handler = signal.signal(signal.SIGINT, rule)
     try:
         yield
     finally:
-        if spawning:
-            signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if noted:
+            signal.raise_signal(signal.SIGINT)
 
 
 def as_child(initializer: Callable[..., None] | None = None, *args: object) -> None:

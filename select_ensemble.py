@@ -47,6 +47,7 @@ from src.tools.lab.selection import (
     best_single,
     follow_up_commands,
     load_candidates,
+    missing_corrections,
     parse_sizes,
     per_class_view,
     predict_command,
@@ -203,8 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.write)
         name = write_stacking_file(path, members, args.base)
         print(f"\nwritten: {path} (stacking experiment {name}, base {args.base})")
+        missing = missing_corrections(get_paths(), path)
+        if missing:
+            print(
+                f"{', '.join(map(str, missing))}: not found, so the MLP trains on the labels as "
+                "they are (--no-corrections; README, 'Label corrections')"
+            )
         print("next:")
-        for command in follow_up_commands(path):
+        for command in follow_up_commands(path, no_corrections=bool(missing)):
             print(f"  {command}")
     sys.stdout.flush()
     return 0

@@ -7,9 +7,11 @@ user's own commands: does the blend `select_ensemble.py` picks hold up on a spea
     predict_folds.py --experiment E                             (out-of-fold + test predictions)
     select_ensemble.py --write chosen.json
     blend_predict.py --experiments chosen.json --out chosen.csv (and: every candidate)
+    stacking_train.py --experiment chosen.json --no-corrections (the MLP on the chosen set)
+    stacking_predict.py --experiments chosen.json               (chosen + MLP: submission.csv)
 
     python bench/blend_fsdd.py [--epochs 8] [--epoch-size 512] [--per-digit N] [--threads 2]
-                               [--keep DIR]
+                               [--stack-epochs N] [--keep DIR]
     python bench/blend_fsdd.py --keep DIR --reuse      # a former run's layout and trained folds
 
 The candidates are first-level experiments at --scale cpu (five registered ones, whose
@@ -20,8 +22,9 @@ trained on every fold for --epochs epochs of --epoch-size samples (--per-digit k
 recordings of each speaker and digit, as bench/search_fsdd.py does). Prints, for every candidate,
 the chosen blend and the blend of every candidate: the out-of-fold CV lwlrap (the other five
 speakers) and the held-out speaker's lwlrap and top-1 accuracy, scored from the very files the
-commands write (predict_folds.py's probs.csv, blend_predict.py's submission) against
-make_dataset.py's test_labels.csv.
+commands write (predict_folds.py's probs.csv, blend_predict.py's and stacking_predict.py's
+submissions) against make_dataset.py's test_labels.csv. The stacking MLP is the chosen file's
+base at full size (a small network); --stack-epochs caps its epochs for a shorter run.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     add_fsdd_options(parser, per_digit=True)
     parser.add_argument("--epochs", type=int, default=8, help="every training's epoch cap")
     parser.add_argument("--epoch-size", type=int, default=512, help="samples per epoch")
+    parser.add_argument("--stack-epochs", type=int, default=None, help="cap the MLP's epochs")
     parser.add_argument("--reuse", action="store_true", help="with --keep: reuse the layout")
     args = parser.parse_args(argv)
     meta = read_metadata(args.fsdd, args.speaker, args.per_digit)
@@ -136,6 +140,21 @@ def main(argv: list[str] | None = None) -> int:
             size = len(members) if label == "chosen blend" else len(candidates)
             rows.append({"predictions": label, "members": size, "oof_lwlrap": None,
                          "test_lwlrap": test[0], "test_top1": test[1]})  # fmt: skip
+        cap = [] if args.stack_epochs is None else ["--max-epochs", str(args.stack_epochs)]
+        started = time.time()
+        # As select_ensemble.py suggests it: a dataset of one's own has no correction files.
+        run(["stacking_train.py", "--experiment", str(chosen), "--no-corrections", "--device",
+             "cpu", "--no-progress", *cap], env, "stacking_train.py chosen")  # fmt: skip
+        stack_seconds = time.time() - started
+        out, _ = run(["stacking_predict.py", "--experiments", str(chosen), "--device", "cpu",
+                      "--no-progress"], env, "stacking_predict.py chosen")  # fmt: skip
+        print(out, flush=True)
+        table = pd.read_csv(data / "predictions" / "ensemble_oof_lwlrap.csv")
+        stacked_cv = float(table.loc[table["level"] == "blend", "oof_lwlrap"].iloc[0])
+        test = held_out_score(data / "submission.csv", truth)
+        rows.append({"predictions": "chosen + MLP", "members": len(members) + 1,
+                     "oof_lwlrap": stacked_cv, "test_lwlrap": test[0], "test_top1": test[1],
+                     "train_s": stack_seconds})  # fmt: skip
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     results = pd.DataFrame(rows)
@@ -154,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({chosen_row['test_lwlrap'] - best['test_lwlrap']:+.4f}), every candidate "
           f"{everything['test_lwlrap']:.4f} "
           f"({chosen_row['test_lwlrap'] - everything['test_lwlrap']:+.4f})")  # fmt: skip
+    stacked = results[results["predictions"] == "chosen + MLP"].iloc[0]
+    print(
+        f"with the stacking MLP (stacking_predict.py): {stacked['test_lwlrap']:.4f} "
+        f"({stacked['test_lwlrap'] - chosen_row['test_lwlrap']:+.4f} over the chosen blend)"
+    )
     return 0
 
 

@@ -228,12 +228,29 @@ def test_the_command_reports_and_writes_the_choice(tmp_path):
     assert f"exhaustive: {len(expected)} blends of sizes 2-4" in printed
     assert f"chosen: {','.join(chosen)}: out-of-fold lwlrap {cv:.4f}" in printed
     prefix = f"FREESOUND_DATA_DIR={shlex.quote(str(data))} python"
+    lines = printed.splitlines()
+    # This data directory has no corrections.json (as a dataset of one's own): the MLP's
+    # command, run as printed, must not stop on it.
+    assert f"{data / 'corrections' / 'corrections.json'}: not found" in printed
     for command in (
-        f"stacking_train.py --experiment {out / 'chosen.json'}",
+        f"stacking_train.py --experiment {out / 'chosen.json'} --no-corrections",
         f"stacking_predict.py --experiments {out / 'chosen.json'}",
         f"blend_predict.py --experiments {out / 'chosen.json'}",
     ):
-        assert f"{prefix} {command}" in printed
+        assert f"  {prefix} {command}" in lines
+
+
+def test_the_suggested_mlp_command_uses_the_corrections_present(tmp_path):
+    data = tmp_path / "data"
+    oof_tree(data, n_experiments=3, seed=8)
+    (data / "corrections").mkdir()
+    (data / "corrections" / "corrections.json").write_text("{}")
+    chosen = tmp_path / "chosen.json"
+    result = select(data, "--sizes", "2", "--write", str(chosen))
+    assert result.returncode == 0, result.stderr
+    prefix = f"FREESOUND_DATA_DIR={shlex.quote(str(data))} python"
+    assert f"  {prefix} stacking_train.py --experiment {chosen}" in result.stdout.splitlines()
+    assert "not found" not in result.stdout
 
 
 def test_a_single_experiment_better_than_every_blend_is_said(tmp_path):

@@ -269,11 +269,22 @@ def write_stacking_file(path: Path, inputs: Sequence[str], base: str = DEFAULT_B
     return name
 
 
-def follow_up_commands(path: Path) -> list[str]:
-    """What runs on the written file: the stacking MLP, the final ensemble with it, and the
-    plain blend of the chosen experiments."""
+def missing_corrections(paths: Paths, path: Path) -> list[Path]:
+    """The label-correction files the experiment file at `path` trains with (its base's) that
+    the data directory lacks: a dataset of one's own has none, and the stacking MLP, always at
+    full size, requires them unless it trains with --no-corrections."""
+    named = load_experiment(str(path)).get("corrections") or {}
+    files = [file for key, file in named.items() if key != "noisy_labels" and file]
+    return [paths.corrections_dir / f for f in files if not (paths.corrections_dir / f).is_file()]
+
+
+def follow_up_commands(path: Path, no_corrections: bool = False) -> list[str]:
+    """What runs on the written file: the stacking MLP (with --no-corrections where the data
+    has none of its correction files), the final ensemble with it, and the plain blend of the
+    chosen experiments."""
+    train = ["--experiment", path, *(["--no-corrections"] if no_corrections else [])]
     return [
-        command_line("stacking_train.py", "--experiment", path),
+        command_line("stacking_train.py", *train),
         command_line("stacking_predict.py", "--experiments", path),
         command_line("blend_predict.py", "--experiments", path),
     ]

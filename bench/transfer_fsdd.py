@@ -4,6 +4,7 @@ target clips, the same folds, several seeds.
 
     python bench/transfer_fsdd.py [--sizes 2,10] [--seeds 3] [--threads 2] [--keep DIR]
     python bench/transfer_fsdd.py --keep DIR --reuse   # the source and layouts of a former run
+    python bench/transfer_fsdd.py --keep DIR --reuse --first-seed 2 --seeds 1   # beside another
 
 Source: `train_folds.py --experiment corr_noisy_007 --scale cpu --folds 0` on digits 0-4 of five
 speakers (every clip). Target, for each size k: digits 5-9 of the same five speakers, k clips per
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsdd", type=Path, default=FSDD)
     parser.add_argument("--sizes", default="2,10", help="clips per class and speaker (2,10)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (3)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 cores)")
     parser.add_argument("--epochs", type=int, default=None, help="cap every training (reduced)")
     parser.add_argument("--epoch-size", type=int, default=None, help="samples per epoch (reduced)")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             score = ["--score", str(data / "test_labels.csv"), "--device", "cpu", "--no-progress"]
             arms: dict[str, list[str] | None] = {} if args.no_scratch else {"scratch": None}
             arms.update(variants)
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for arm, settings in arms.items():
                     name = f"{arm}_s{seed}"
                     spec = folder / f"{name}.json"

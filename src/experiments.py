@@ -45,7 +45,7 @@ def merge(config: Config, changes: Config) -> Config:
 # learning rate is `backbone_lr_scale` times the heads'. The defaults are what
 # bench/transfer_fsdd.py measured best on few clips (docs/performance.md, "Starting from a
 # trained model").
-FINETUNE_DEFAULTS: Config = {"init_from": None, "freeze_epochs": 0, "backbone_lr_scale": 1.0}
+FINETUNE_DEFAULTS: Config = {"init_from": None, "freeze_epochs": 0, "backbone_lr_scale": 0.3}
 
 
 def settings_that_shape_the_run(config: Config) -> Config:

@@ -256,12 +256,16 @@ def corrections_record(paths: Paths, config: dict, mode: str) -> dict:
     and the SHA-256 of each correction file it reads (None: named but not there)."""
     files: dict[str, str | None] = {}
     if mode != "none":
-        for role in ("curated", "noisy"):
-            name = (config.get("corrections") or {}).get(role)
-            if name:
-                path = paths.corrections_dir / name
-                files[name] = file_sha256(path) if path.is_file() else None
+        for name in correction_files(config):
+            path = paths.corrections_dir / name
+            files[name] = file_sha256(path) if path.is_file() else None
     return {"mode": mode, "files": files}
+
+
+def correction_files(config: dict) -> list[str]:
+    """The correction files a configuration names (curated, then noisy), by file name."""
+    named = config.get("corrections") or {}
+    return [named[role] for role in ("curated", "noisy") if named.get(role)]
 
 
 def file_sha256(path: Path) -> str:

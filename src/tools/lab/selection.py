@@ -26,7 +26,7 @@ from src.data.labels import read_labels_csv
 from src.experiment_files import NAME_PATTERN, load_experiment
 from src.experiments import STACKING
 from src.prediction.tables import aligned_arrays, cv_scores, gmean_frames
-from src.runs import PROBS_FILE, oof_dir, read_oof, read_params
+from src.runs import PROBS_FILE, correction_files, oof_dir, read_oof, read_params
 from src.tools.lab.blend_search import Blend, BlendTables, SearchResult
 from src.utils import write_json_atomic
 
@@ -273,9 +273,8 @@ def missing_corrections(paths: Paths, path: Path) -> list[Path]:
     """The label-correction files the experiment file at `path` trains with (its base's) that
     the data directory lacks: a dataset of one's own has none, and the stacking MLP, always at
     full size, requires them unless it trains with --no-corrections."""
-    named = load_experiment(str(path)).get("corrections") or {}
-    files = [file for key, file in named.items() if key != "noisy_labels" and file]
-    return [paths.corrections_dir / f for f in files if not (paths.corrections_dir / f).is_file()]
+    files = [paths.corrections_dir / name for name in correction_files(load_experiment(str(path)))]
+    return [file for file in files if not file.is_file()]
 
 
 def follow_up_commands(path: Path, no_corrections: bool = False) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -55,6 +56,14 @@ def run_smoke_pipeline(
         text=True,
         timeout=timeout,
     )
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """A child's SIGINT back to the default (`preexec_fn` of a command a test sends Ctrl-C to).
+    A suite started in the background by a non-interactive shell (`make test &`, nohup)
+    inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored: Ctrl-C would never
+    reach the command under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def copy_tree(source: Path, destination: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO_ROOT, tone, write_wav
+from tests.helpers import REPO_ROOT, ctrl_c_as_in_a_terminal, tone, write_wav
 
 SCRIPTS = [
     "blend_predict.py",
@@ -197,13 +197,6 @@ def test_folder_named_like_an_audio_file(tmp_path):
     assert result.returncode == 1 and str(folder) in one_error_line(result)
     result = run("demo.py", "--input", str(folder), "--headless", "--model", str(folder))
     assert result.returncode == 1 and str(folder) in one_error_line(result)
-
-
-def ctrl_c_as_in_a_terminal() -> None:
-    """The child's SIGINT back to the default. A suite started in the background by a
-    non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and Python keeps an
-    ignored SIGINT ignored: Ctrl-C would never reach the command under test."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 SIZE = ["--curated-per-class", "20", "--noisy-per-class", "20", "--max-seconds", "4"]

@@ -26,7 +26,7 @@ from src.tools.lab import blend_search
 from src.tools.lab.blend_search import BlendTables, choose_method, search
 from src.tools.lab.selection import blend_scores, load_candidates, parse_sizes
 from src.utils import PROBABILITY_FLOOR
-from tests.helpers import REPO_ROOT, copy_tree
+from tests.helpers import REPO_ROOT, copy_tree, ctrl_c_as_in_a_terminal
 from tests.test_metrics import direct_lwlrap_ties_by_index
 
 CLASSES = FAT2019_CLASSES[:6]
@@ -380,6 +380,7 @@ def test_a_signal_stops_the_search_and_its_workers_cleanly(tmp_path, stop, statu
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     try:
         assert "candidates" in child.stdout.readline()  # printed before the search starts

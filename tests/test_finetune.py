@@ -42,6 +42,7 @@ from tests.helpers import (
     COMPETITION,
     REPO_ROOT,
     FakeSoundDevice,
+    copy_tree,
     kaggle_root,
     micro_config,
     run_kernel,
@@ -145,11 +146,23 @@ def experiment_file(tmp_path: Path, name: str, **settings) -> str:
     return str(path)
 
 
-@pytest.fixture
-def source_trained(tiny_data):
-    """corrections_002 (SkipAttention) trained on fold 0 of the tiny set for 2 epochs."""
+@pytest.fixture(scope="module")
+def trained_tree(tiny_tree, tmp_path_factory) -> Path:
+    """The tiny set with corrections_002 (SkipAttention) trained on fold 0 for 2 epochs, once
+    for the module; each test gets a copy (`source_trained`)."""
+    data = copy_tree(tiny_tree, tmp_path_factory.mktemp("finetune-source") / "data")
     args = ["--experiment", "corrections_002", *ARGS, "--folds", "0", "--max-epochs", "2"]
-    assert train_command(args, "", kind="cnn") == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FREESOUND_DATA_DIR", str(data))
+        assert train_command(args, "", kind="cnn") == 0
+    return data
+
+
+@pytest.fixture
+def source_trained(trained_tree, tmp_path, monkeypatch) -> Path:
+    """A private copy of `trained_tree` as this test's FREESOUND_DATA_DIR; the source's folder."""
+    data = copy_tree(trained_tree, tmp_path / "tiny")
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
     return get_paths().experiment_dir("corrections_002")
 
 

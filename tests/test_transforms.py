@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import librosa
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from src.augment.transforms import (
     get_transforms,
     resized_crop,
 )
+from tests.helpers import REPO_ROOT
 
 
 def spectrogram(width: int, height: int = 128, seed: int = 0) -> np.ndarray:
@@ -297,6 +301,28 @@ def test_delta_matrices_reproduce_librosa(width):
     assert d1.shape == d2.shape == (width, width) and d1.dtype == np.float32
     np.testing.assert_allclose(x @ d1, librosa.feature.delta(x), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(x @ d2, librosa.feature.delta(x, order=2), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("width", [9, 10, 11, 17, 64, 128, 257])
+def test_delta_matrices_are_librosas_bit_for_bit(width):
+    """librosa's deltas of the identity are the matrices (row s: the response to an impulse at
+    frame s); computed without librosa, they must still be the same float32 numbers, or every
+    CPU training run's numbers would move."""
+    identity = np.eye(width)
+    for order, matrix in zip((1, 2), delta_matrices(width), strict=True):
+        expected = librosa.feature.delta(identity, width=9, order=order, axis=-1, mode="interp")
+        np.testing.assert_array_equal(matrix, expected.astype(np.float32))
+
+
+def test_making_the_delta_matrices_imports_neither_librosa_nor_scipy_signal():
+    code = (
+        "import sys; from src.augment.deltas import delta_matrices; delta_matrices(64); "
+        "print(sorted(m for m in ('librosa.feature', 'scipy.signal') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_delta_matrices_interior_coefficients_match_savitzky_golay():

@@ -1,19 +1,19 @@
 """The model input: a log-mel image and its deltas, [x, delta, delta-delta] / 100.
 
 One definition for every path: the deltas are `librosa.feature.delta(x, width=9,
-mode='interp')`, which the original used, as two matrices taken from librosa itself
-(`delta_matrices`). `model_input` applies them to one image in numpy (the training transform,
-`ToTensor`, in the loader workers); `stack_deltas` to a batch of tensors on their device (tiled
-prediction, the GPU augmentation path). Two array libraries, the same products: numpy's and
-torch's float32 matrix products may differ in the last bit, and making the loader path use
-torch would change every CPU training run's numbers by that bit.
+mode='interp')`, which the original used, as two matrices (`delta_matrices`). `model_input`
+applies them to one image in numpy (the training transform, `ToTensor`, in the loader
+workers); `stack_deltas` to a batch of tensors on their device (tiled prediction, the GPU
+augmentation path). Two array libraries, the same products: numpy's and torch's float32 matrix
+products may differ in the last bit, and making the loader path use torch would change every
+CPU training run's numbers by that bit.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
-import librosa
 import numpy as np
 import torch
 
@@ -25,27 +25,45 @@ TENSOR_SCALE = 100.0  # the original divided the stacked [x, d1, d2] by 100
 def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(T, T) float32 matrices D1, D2 with ``delta(x) == x @ D1`` and ``delta2(x) == x @ D2``.
 
-    ``librosa.feature.delta(x, width=9, mode='interp')`` (what the original used) is a
-    Savitzky-Golay filter along time: linear in x and identical for every row. Applying it to
-    the identity therefore yields its matrix (row s is the response to a unit impulse at frame
-    s), polynomial edge fits included. A matrix product is then exact, batchable and
-    GPU-friendly. The arrays are cached per T and read-only.
+    ``librosa.feature.delta(x, width=9, mode='interp')`` (what the original used) is SciPy's
+    Savitzky-Golay filter along time (polynomial order = derivative order): linear in x and
+    the same for every row, so a matrix product computes it exactly, batched and on any
+    device. Column t holds the weights of the input frames for output frame t: inside, the
+    filter's coefficients centred on t; in the first and last 4 frames, the derivative of the
+    polynomial fitted to the first or last 9 frames. Both are computed here the way SciPy
+    computes them (a least-squares solve, `numpy.polyfit`), so the float32 matrices equal
+    librosa's bit for bit (tests/test_transforms.py), without importing librosa's feature
+    module and scipy.signal, over a second of every training and prediction process's start.
+    The arrays are cached per T and read-only.
     """
     if num_frames < DELTA_WIDTH:
         raise ValueError(
             f"deltas need at least {DELTA_WIDTH} time frames (librosa 'interp' mode), "
             f"got {num_frames}"
         )
-    identity = np.eye(num_frames, dtype=np.float64)
-    matrices = tuple(
-        librosa.feature.delta(
-            identity, width=DELTA_WIDTH, order=order, axis=-1, mode="interp"
-        ).astype(np.float32)
-        for order in (1, 2)
-    )
-    for matrix in matrices:
+    half = DELTA_WIDTH // 2
+    frames = np.arange(DELTA_WIDTH, dtype=np.float64)
+    matrices = []
+    for order in (1, 2):
+        matrix = np.zeros((num_frames, num_frames))
+        # scipy.signal.savgol_coeffs(9, order, deriv=order): convolution order, hence reversed
+        powers = (frames - half)[::-1] ** np.arange(order + 1).reshape(-1, 1)
+        target = np.zeros(order + 1)
+        target[order] = math.factorial(order)
+        taps = np.linalg.lstsq(powers, target, rcond=None)[0][::-1]
+        for t in range(half, num_frames - half):
+            matrix[t - half : t + half + 1, t] = taps
+        # The edges: a polynomial of degree `order` fitted to each input impulse over the edge
+        # window; its order-th derivative is constant, order! times the leading coefficient.
+        for first, outputs in ((0, range(half)), (num_frames - DELTA_WIDTH, range(-half, 0))):
+            window = np.eye(num_frames)[first : first + DELTA_WIDTH]
+            leading = np.polyfit(frames, window, order)[0]
+            for t in outputs:
+                matrix[:, t] = math.factorial(order) * leading
+        matrix = matrix.astype(np.float32)
         matrix.flags.writeable = False
-    return matrices
+        matrices.append(matrix)
+    return matrices[0], matrices[1]
 
 
 def model_input(x: np.ndarray) -> torch.Tensor:

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-scratch", action="store_true", help="skip the scratch arm")
     parser.add_argument(
+        "--no-finetune", action="store_true", help="skip the default-settings fine-tune arm"
+    )
+    parser.add_argument(
         "--probe-repo",
         type=Path,
         default=REPO_ROOT,
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epoch_size is not None:
         shorten += ["--set", f"epoch_size={args.epoch_size}"]
     common = ["--scale", "cpu", "--folds", "0", "--no-progress", "--device", "cpu", *shorten]
-    variants = {"finetune": []}
+    variants = {} if args.no_finetune else {"finetune": []}
     for text in args.variant:
         name, _, settings = text.partition(":")
         variants[name] = [x for kv in settings.split(",") for x in ("--set", f"finetune.{kv}")]

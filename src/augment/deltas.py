@@ -33,8 +33,8 @@ def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     polynomial fitted to the first or last 9 frames. Both are computed here the way SciPy
     computes them (a least-squares solve, `numpy.polyfit`), so the float32 matrices equal
     librosa's bit for bit (tests/test_transforms.py), without importing librosa's feature
-    module and scipy.signal, over a second of every training and prediction process's start.
-    The arrays are cached per T and read-only.
+    module and scipy.signal: over a second of the start of every process that reads the stores
+    (the training workers, predict_folds.py). The arrays are cached per T and read-only.
     """
     if num_frames < DELTA_WIDTH:
         raise ValueError(

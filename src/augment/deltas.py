@@ -56,7 +56,8 @@ def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
         # The edges: a polynomial of degree `order` fitted to each input impulse over the edge
         # window; its order-th derivative is constant, order! times the leading coefficient.
         for first, outputs in ((0, range(half)), (num_frames - DELTA_WIDTH, range(-half, 0))):
-            window = np.eye(num_frames)[first : first + DELTA_WIDTH]
+            window = np.zeros((DELTA_WIDTH, num_frames))  # rows of the identity, edge frames
+            window[np.arange(DELTA_WIDTH), first + np.arange(DELTA_WIDTH)] = 1.0
             leading = np.polyfit(frames, window, order)[0]
             for t in outputs:
                 matrix[:, t] = math.factorial(order) * leading

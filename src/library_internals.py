@@ -101,27 +101,20 @@ def fit(
 # --------------------------------------------------------------------------------------
 
 
-def callback_state(checkpoint, early_stopping, scheduler) -> dict[str, Any]:
-    """What MonitorCheckpoint (None: not on this process), EarlyStopping and the learning-rate
-    callback (ReduceLROnPlateau, CosineAnnealingWarmRestarts) hold between epochs, as plain
-    data: best values, the checkpoint files kept, the epochs without improvement, the torch
-    scheduler inside argus's callback."""
+def callback_state(checkpoint, scheduler) -> dict[str, Any]:
+    """What MonitorCheckpoint (None: not on this process) and the learning-rate callback
+    (ReduceLROnPlateau, CosineAnnealingWarmRestarts) hold between epochs in argus's attributes,
+    as plain data: the checkpoint files kept, the torch scheduler inside argus's callback."""
     return {
-        "checkpoint_best": float(checkpoint.best_value) if checkpoint else float("-inf"),
         "checkpoint_files": [str(p) for p in checkpoint.saved_files_paths] if checkpoint else [],
-        "early_stopping_best": float(early_stopping.best_value),
-        "early_stopping_wait": int(early_stopping.wait),
         "scheduler": scheduler.scheduler.state_dict(),
     }
 
 
-def restore_callback_state(saved: dict[str, Any], checkpoint, early_stopping, scheduler) -> None:
+def restore_callback_state(saved: dict[str, Any], checkpoint, scheduler) -> None:
     """Put `callback_state`'s record back into freshly started callbacks."""
     if checkpoint is not None:
-        checkpoint.best_value = saved["checkpoint_best"]
         checkpoint.saved_files_paths = list(saved["checkpoint_files"])
-    early_stopping.best_value = saved["early_stopping_best"]
-    early_stopping.wait = saved["early_stopping_wait"]
     scheduler.scheduler.load_state_dict(saved["scheduler"])
     # A scheduler built at the start sets the optimizer's rates to its first epoch's (warm
     # restarts do); the restored state's last rates are the ones the next epoch runs at.

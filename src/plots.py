@@ -38,23 +38,21 @@ def _save(figure, path: str | os.PathLike, dpi: int = 100, palette: bool = False
 
 
 def plot_training_curves(
-    csv_path: str | os.PathLike, png_path: str | os.PathLike, title: str
+    log: pd.DataFrame, png_path: str | os.PathLike, title: str, best: int | None = None
 ) -> None:
-    """Losses, validation lwlrap and learning rate per epoch, from argus's CSV log."""
-    log = pd.read_csv(csv_path)
+    """Losses, validation lwlrap and learning rate per epoch, from argus's CSV log; `best`, the
+    row of the epoch the fold keeps, is marked on the lwlrap."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for column in ("train_loss", "val_loss"):
+    for column in ("train_loss", "val_loss", "val_bce"):
         if column in log:
             axes[0].plot(log["epoch"], log[column], marker=".", label=column)
     axes[0].set_title("loss")
     axes[0].legend()
     if "val_lwlrap" in log:
         axes[1].plot(log["epoch"], log["val_lwlrap"], marker=".", color="tab:green")
-        best = log["val_lwlrap"].idxmax()
-        axes[1].annotate(
-            f"best {log['val_lwlrap'][best]:.4f} @ {log['epoch'][best]}",
-            (log["epoch"][best], log["val_lwlrap"][best]),
-        )
+        if best is not None:
+            epoch, score = log["epoch"].iloc[best], log["val_lwlrap"].iloc[best]
+            axes[1].annotate(f"kept {score:.4f} @ {epoch}", (epoch, score))
     axes[1].set_title("validation lwlrap")
     lr = pd.to_numeric(log["lr"].astype(str).str.strip("[]").str.split(",").str[0], errors="coerce")
     axes[2].semilogy(log["epoch"], lr, marker=".", color="tab:red")

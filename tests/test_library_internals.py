@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from argus.callbacks import EarlyStopping, LoggingToFile, MonitorCheckpoint, ReduceLROnPlateau
+from argus.callbacks import LoggingToFile, MonitorCheckpoint, ReduceLROnPlateau
 from argus.engine import Engine
 
 from src import library_internals
@@ -65,29 +65,26 @@ def test_argus_callbacks_keep_their_bookkeeping_where_resuming_reads_it(tmp_path
     model = stacking_model()
     state = Engine(model.train_step).state
     checkpoint = MonitorCheckpoint(tmp_path, monitor="val_lwlrap", better="max")
-    early_stopping = EarlyStopping(monitor="val_lwlrap", patience=3, better="max")
     plateau = ReduceLROnPlateau(monitor="val_lwlrap", better="max", patience=2)
-    for callback in (checkpoint, early_stopping, plateau):
+    for callback in (checkpoint, plateau):
         callback.start(state)
-    for field in ("best_value", "saved_files_paths"):
-        has(checkpoint, field, "argus.callbacks.MonitorCheckpoint")
-    for field in ("best_value", "wait"):
-        has(early_stopping, field, "argus.callbacks.EarlyStopping")
+    has(checkpoint, "saved_files_paths", "argus.callbacks.MonitorCheckpoint")
     has(plateau, "scheduler", "argus.callbacks.ReduceLROnPlateau")
     assert isinstance(plateau.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau), (
         "argus.callbacks.ReduceLROnPlateau.scheduler is no longer torch's ReduceLROnPlateau"
     )
     # The record round-trips into freshly started callbacks.
-    checkpoint.best_value, early_stopping.best_value, early_stopping.wait = 0.7, 0.6, 2
     checkpoint.saved_files_paths = [tmp_path / "model-001-0.700000.pth"]
-    saved = library_internals.callback_state(checkpoint, early_stopping, plateau)
+    plateau.scheduler.step(0.5)
+    plateau.scheduler.step(0.4)
+    saved = library_internals.callback_state(checkpoint, plateau)
     fresh = (
         MonitorCheckpoint(tmp_path, monitor="val_lwlrap", better="max"),
-        EarlyStopping(monitor="val_lwlrap", patience=3, better="max"),
         ReduceLROnPlateau(monitor="val_lwlrap", better="max", patience=2),
     )
     for callback in fresh:
         callback.start(state)
+    assert library_internals.callback_state(*fresh) != saved
     library_internals.restore_callback_state(saved, *fresh)
     assert library_internals.callback_state(*fresh) == saved
 

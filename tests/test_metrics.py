@@ -4,9 +4,11 @@ import torch
 from sklearn.metrics import label_ranking_average_precision_score
 
 from src.models.metrics import (
+    Bce,
     Lwlrap,
     MultiAccuracy,
     PositiveLabels,
+    binary_cross_entropy,
     lwlrap,
     lwlrap_per_class,
     multi_accuracy,
@@ -106,6 +108,37 @@ def test_argus_metric_wrappers_accumulate_batches():
             )
         assert metric.compute() == pytest.approx(reference(truth, scores))
     assert (Lwlrap.name, Lwlrap.better, MultiAccuracy.name) == ("lwlrap", "max", "multi_accuracy")
+
+
+def test_bce_is_torchs_binary_cross_entropy_over_batches():
+    truth, scores = random_problem(4)
+    truth[:5] = 0.25  # soft labels count as in torch
+    reference = torch.nn.functional.binary_cross_entropy(
+        torch.tensor(scores, dtype=torch.float64), torch.tensor(truth, dtype=torch.float64)
+    ).item()
+    assert binary_cross_entropy(truth, scores) == pytest.approx(reference, rel=1e-9)
+    metric = Bce()
+    metric.reset()
+    for start in range(0, len(truth), 16):
+        metric.update(
+            {
+                "prediction": torch.tensor(scores[start : start + 16]),
+                "target": torch.tensor(truth[start : start + 16]),
+            }
+        )
+    assert metric.compute() == pytest.approx(reference, rel=1e-6)
+    assert (Bce.name, Bce.better) == ("bce", "min")
+
+
+def test_bce_of_saturated_probabilities_is_finite_and_ranks_confidence():
+    truth = np.array([[1.0, 0.0], [0.0, 1.0]])
+    certain_and_right = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    certain_and_wrong = 1 - certain_and_right
+    unsure = np.full((2, 2), 0.5)
+    assert 0 <= binary_cross_entropy(truth, certain_and_right) < 1e-6
+    assert binary_cross_entropy(truth, unsure) == pytest.approx(np.log(2))
+    assert np.isfinite(binary_cross_entropy(truth, certain_and_wrong))
+    assert binary_cross_entropy(truth, certain_and_wrong) > binary_cross_entropy(truth, unsure)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -156,6 +156,16 @@ def multi_accuracy(truth: np.ndarray, scores: np.ndarray, threshold: float = 0.5
     return float(np.mean(np.all((np.asarray(scores) > threshold) == truth, axis=1)))
 
 
+def binary_cross_entropy(truth: np.ndarray, scores: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities `scores` (clipped to [eps, 1 - eps]) against
+    `truth` (0/1 or soft labels), over every sample and class."""
+    truth = np.asarray(truth, dtype=np.float64)
+    if truth.size == 0:
+        raise ValueError("binary_cross_entropy needs at least one sample")
+    scores = np.clip(np.asarray(scores, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(truth * np.log(scores) + (1 - truth) * np.log1p(-scores)))
+
+
 class _Accumulating(Metric):
     """Collects predictions and targets over an epoch, computes once at the end.
 
@@ -199,3 +209,15 @@ class MultiAccuracy(_Accumulating):
 
     def compute(self) -> float:
         return multi_accuracy(*self.arrays())
+
+
+class Bce(_Accumulating):
+    """The main output's binary cross-entropy: the same on every loss setting and, under DDP,
+    computed on every rank's predictions (the early stopping breaks ties on it, and every rank
+    must take the same decision)."""
+
+    name = "bce"
+    better = "min"
+
+    def compute(self) -> float:
+        return binary_cross_entropy(*self.arrays())

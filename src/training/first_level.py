@@ -18,7 +18,6 @@ from src.data.corrections import CORRECTIONS_MODES
 from src.data.labels import LabelTables, has_noisy_set, load_label_tables
 from src.data.store import Extraction, SpectrogramStore, curated_store, noisy_store
 from src.models.argus_models import FreesoundModel, model_params
-from src.models.metrics import Lwlrap, MultiAccuracy
 from src.training.datasets import (
     NOISY_FLAG,
     ClipDataset,
@@ -29,7 +28,7 @@ from src.training.datasets import (
 )
 from src.training.distributed import distribute, shard_dataset
 from src.training.finetune import FreezeBackbone, Source, initialise, resolve_source
-from src.training.parts import FoldParts, RunOptions
+from src.training.parts import FoldParts, RunOptions, validation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,7 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
     if options.compile:
         model.nn_module = torch.compile(model.nn_module)
     parts = FoldParts(
-        model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()], extra_callbacks=extra
+        model, train_loader, val_loader, sampler, validation_metrics(), extra_callbacks=extra
     )
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm

@@ -1,6 +1,7 @@
 """The fold loop, used by first-level (CNN) and stacking (MLP) training alike. Per fold folder:
 
-    model-EEE-S.pth   the best checkpoint so far (val_lwlrap S at epoch EEE), written atomically
+    model-EEE-S.pth   the best checkpoint so far (val_lwlrap S at epoch EEE; of equal scores,
+                      the lower val_bce), written atomically
     log.txt           the epoch log (appended across resumes)
     log.csv           one row of metrics per epoch
     curves.png        training curves, redrawn while it trains
@@ -17,14 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from argus.callbacks import (
     Callback,
     CosineAnnealingWarmRestarts,
-    EarlyStopping,
     LoggingToCSV,
     LoggingToFile,
     ReduceLROnPlateau,
@@ -33,7 +32,6 @@ from argus.callbacks.lr_schedulers import LRScheduler
 
 from src.library_internals import fit
 from src.runs import (
-    CHECKPOINT_FORMAT,
     FINISHED_FILE,
     STATE_FILE,
     best_checkpoint,
@@ -41,9 +39,10 @@ from src.runs import (
     fold_finished,
     read_finished,
 )
-from src.training.callbacks.checkpoints import AtomicCheckpoint
+from src.training.callbacks.checkpoints import BestCheckpoint
 from src.training.callbacks.console import epoch_lines_to_log_only
 from src.training.callbacks.curves import TrainingCurves
+from src.training.callbacks.early_stopping import EarlyStopping
 from src.training.callbacks.progress import FoldProgress, ProgressBar
 from src.training.callbacks.resume import ResumeState, resume
 from src.training.callbacks.samples import SampleCounter
@@ -129,14 +128,8 @@ def _callbacks(
     """The fold's callbacks, in the order they run: checkpoint, early stopping and the
     learning-rate scheduler, logs, curves and bars (on the process that writes), then the set-up's
     own, and the resume state last (it saves what the others updated)."""
-    checkpoint = None
-    if parts.is_main:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Directory ... already exists": expected here
-            checkpoint = AtomicCheckpoint(
-                fold_dir, CHECKPOINT_FORMAT, max_saves=1, monitor=MONITOR, better="max"
-            )
-    early_stopping = EarlyStopping(monitor=MONITOR, patience=schedule.early_stopping, better="max")
+    checkpoint = BestCheckpoint(fold_dir) if parts.is_main else None
+    early_stopping = EarlyStopping(patience=schedule.early_stopping)
     scheduler = lr_scheduler(schedule)
     callbacks: list[Callback] = [SampleCounter(), early_stopping, scheduler]
     if parts.is_main:

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from argus.callbacks import Callback
 from argus.metrics import Metric
 
+from src.models.metrics import Bce, Lwlrap, MultiAccuracy
+
 MONITOR = "val_lwlrap"  # the metric a fold checkpoints, stops early and schedules on
+TIE_BREAK = "val_bce"  # between epochs of equal MONITOR, the lower one is the better epoch
+
+
+def validation_metrics() -> list[Metric]:
+    """Fresh validation metrics of a fold, MONITOR and TIE_BREAK among them (argus adds the
+    loss)."""
+    return [MultiAccuracy(), Lwlrap(), Bce()]
 
 
 @dataclass

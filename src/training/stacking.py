@@ -20,11 +20,10 @@ from src.config import Paths, Vocabulary, get_paths, load_vocabulary, vocabulary
 from src.data.corrections import apply_corrections, find_corrections
 from src.data.labels import check_labels, folds_digest, load_folds
 from src.models.argus_models import StackingModel, model_params
-from src.models.metrics import Lwlrap, MultiAccuracy
 from src.runs import check_oof_inputs, check_trained_folds, read_oof_tiles
 from src.training.datasets import EpochSampler, StackingDataset, loader_generator
 from src.training.distributed import distribute, shard_dataset
-from src.training.parts import FoldParts, RunOptions
+from src.training.parts import FoldParts, RunOptions, validation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
         config, len(data.vocabulary), options.device, in_channels=data.inputs[0].shape[1]
     )
     model = StackingModel(params)
-    parts = FoldParts(model, train_loader, val_loader, sampler, [MultiAccuracy(), Lwlrap()])
+    parts = FoldParts(model, train_loader, val_loader, sampler, validation_metrics())
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm
     )

@@ -1,2 +1,3 @@
 """The callbacks of the fold loop, one module per role (as argus's own `argus.callbacks`):
-checkpoints, resume state, progress bars, training curves, sample counts, console output."""
+the better epoch (improvement), the checkpoint and early stopping on it, resume state, progress
+bars, training curves, sample counts, console output, a search's trial reports."""

@@ -9,11 +9,14 @@ from pathlib import Path
 from argus.callbacks import Callback
 from argus.engine import State
 
+from src.training.callbacks.improvement import best_epoch
+
 log = logging.getLogger(__name__)
 
 
 class TrainingCurves(Callback):
-    """Redraws `curves.png` (losses, val lwlrap, learning rate) from log.csv: after an epoch
+    """Redraws `curves.png` (losses, val lwlrap with the kept epoch, learning rate) from log.csv:
+    after an epoch
     when `min_interval` seconds have passed since training started or since the last drawing,
     and when training ends.
 
@@ -35,11 +38,15 @@ class TrainingCurves(Callback):
         self.last_drawn = time.monotonic()
 
     def _draw(self) -> None:
+        import pandas as pd
+
         from src.plots import plot_training_curves
 
         self.last_drawn = time.monotonic()
         try:
-            plot_training_curves(self.csv_path, self.png_path, self.title)
+            log = pd.read_csv(self.csv_path)
+            best = best_epoch(log.to_dict("records"))
+            plot_training_curves(log, self.png_path, self.title, best)
         except Exception as error:  # a plot must never stop training
             log.warning("could not draw %s: %s", self.png_path, error)
 

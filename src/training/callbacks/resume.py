@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from argus.callbacks import Callback, EarlyStopping, MonitorCheckpoint
+from argus.callbacks import Callback
 from argus.callbacks.lr_schedulers import LRScheduler
 from argus.engine import State
 
@@ -22,6 +22,8 @@ from src.library_internals import (
     strip_compile_prefix,
 )
 from src.runs import STATE_FILE, read_checkpoint
+from src.training.callbacks.checkpoints import BestCheckpoint
+from src.training.callbacks.early_stopping import EarlyStopping
 from src.utils import tmp_name
 
 
@@ -74,7 +76,7 @@ class ResumeState(Callback):
     def __init__(
         self,
         path: Path,
-        checkpoint: MonitorCheckpoint | None,
+        checkpoint: BestCheckpoint | None,
         early_stopping: EarlyStopping,
         scheduler: LRScheduler,
         saved: dict | None,
@@ -88,8 +90,14 @@ class ResumeState(Callback):
         self.writes = writes
 
     def start(self, state: State) -> None:
-        if self.saved is not None:
-            restore_callback_state(self.saved, self.checkpoint, self.early_stopping, self.scheduler)
+        saved = self.saved
+        if saved is None:
+            return
+        restore_callback_state(saved, self.checkpoint, self.scheduler)
+        if self.checkpoint is not None:
+            self.checkpoint.best.restore(saved["checkpoint_best"])
+        self.early_stopping.best.restore(saved["early_stopping_best"])
+        self.early_stopping.wait = int(saved["early_stopping_wait"])
 
     def epoch_complete(self, state: State) -> None:
         if not self.writes:
@@ -101,7 +109,10 @@ class ResumeState(Callback):
             "nn_state_dict": plain_module(model.get_nn_module()).state_dict(),
             "optimizer": model.optimizer.state_dict(),
             "scaler": model.scaler.state_dict() if hasattr(model, "scaler") else {},
-            **callback_state(self.checkpoint, self.early_stopping, self.scheduler),
+            **callback_state(self.checkpoint, self.scheduler),
+            "checkpoint_best": self.checkpoint.best.state() if self.checkpoint else None,
+            "early_stopping_best": self.early_stopping.best.state(),
+            "early_stopping_wait": self.early_stopping.wait,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, copy_tree, run_smoke_pipeline
+from tests.helpers import REPO_ROOT, run_smoke_pipeline, use_copy_of
 
 REAL_AUDIO = Path(
     os.environ.get("FREESOUND_REAL_AUDIO", REPO_ROOT.parent / "shared/data/real-audio")
@@ -152,6 +152,5 @@ def tiny_tree(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_data(tiny_tree, tmp_path, monkeypatch) -> Path:
     """A private copy of the tiny dataset as this test's FREESOUND_DATA_DIR."""
-    data = copy_tree(tiny_tree, tmp_path / "tiny")
-    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    data = use_copy_of(tiny_tree, tmp_path / "tiny", monkeypatch)
     return data

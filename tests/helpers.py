@@ -71,6 +71,13 @@ def copy_tree(source: Path, destination: Path) -> Path:
     return destination
 
 
+def use_copy_of(tree: Path, destination: Path, monkeypatch) -> Path:
+    """A private copy of a data tree at `destination`, made the test's FREESOUND_DATA_DIR."""
+    data = copy_tree(tree, destination)
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    return data
+
+
 def micro_config(name: str = "auxiliary_016", **changes) -> dict:
     """A smoke configuration shrunk further for tests: a few steps per epoch."""
     config = resolve(name, "smoke")

@@ -23,7 +23,7 @@ from src.data.store import find_test_files, get_store
 from src.kaggle.runtime import KernelPlan, check_predict_inputs
 from src.runs import DONE_FILE, class_order, read_oof_tiles
 from src.training.command import train_command
-from tests.helpers import copy_tree, tone, write_wav
+from tests.helpers import copy_tree, tone, use_copy_of, write_wav
 
 TRAIN = [
     "--experiment",
@@ -63,9 +63,7 @@ def trained_tree(tiny_tree, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def trained(trained_tree, tmp_path, monkeypatch) -> Path:
-    data = copy_tree(trained_tree, tmp_path / "trained")
-    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
-    return data
+    return use_copy_of(trained_tree, tmp_path / "trained", monkeypatch)
 
 
 def rewrite_header(path: Path, change) -> list[str]:

@@ -35,7 +35,7 @@ from src.tools.corrections import (
     write_review_list,
 )
 from src.tools.review import ReviewItem, ReviewSession, parse_labels, run_review
-from tests.helpers import copy_tree
+from tests.helpers import use_copy_of
 
 VOCABULARY = Vocabulary(("Bark", "Meow", "Purr"))
 
@@ -410,8 +410,7 @@ def test_noisy_file_feeds_training_with_exactly_the_kept_clips():
 
 
 def test_make_corrections_end_to_end_on_the_smoke_tree(cli, smoke_tree, tmp_path, monkeypatch):
-    data = copy_tree(smoke_tree, tmp_path / "data")
-    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    use_copy_of(smoke_tree, tmp_path / "data", monkeypatch)
     paths = get_paths()
     noisy_fnames = pd.read_csv(paths.train_noisy_csv)["fname"].tolist()
 

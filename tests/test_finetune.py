@@ -47,6 +47,7 @@ from tests.helpers import (
     micro_config,
     run_kernel,
     save_cnn_checkpoint,
+    use_copy_of,
 )
 from tests.test_training import InterruptAfter
 
@@ -161,8 +162,7 @@ def trained_tree(tiny_tree, tmp_path_factory) -> Path:
 @pytest.fixture
 def source_trained(trained_tree, tmp_path, monkeypatch) -> Path:
     """A private copy of `trained_tree` as this test's FREESOUND_DATA_DIR; the source's folder."""
-    data = copy_tree(trained_tree, tmp_path / "tiny")
-    monkeypatch.setenv("FREESOUND_DATA_DIR", str(data))
+    use_copy_of(trained_tree, tmp_path / "tiny", monkeypatch)
     return get_paths().experiment_dir("corrections_002")
 
 

@@ -59,8 +59,7 @@ def delta_matrices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
             window = np.zeros((DELTA_WIDTH, num_frames))  # rows of the identity, edge frames
             window[np.arange(DELTA_WIDTH), first + np.arange(DELTA_WIDTH)] = 1.0
             leading = np.polyfit(frames, window, order)[0]
-            for t in outputs:
-                matrix[:, t] = math.factorial(order) * leading
+            matrix[:, list(outputs)] = math.factorial(order) * leading[:, np.newaxis]
         matrix = matrix.astype(np.float32)
         matrix.flags.writeable = False
         matrices.append(matrix)

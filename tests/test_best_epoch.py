@@ -4,12 +4,15 @@ saturates at lwlrap 1.0, and the score alone would keep the first epoch that rea
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from argus.callbacks import ReduceLROnPlateau
 from argus.engine import Engine
 
 from src.runs import STATE_FILE, read_checkpoint
 from src.training.callbacks.checkpoints import BestCheckpoint
+from src.training.callbacks.curves import TrainingCurves
 from src.training.callbacks.early_stopping import EarlyStopping
 from src.training.callbacks.improvement import Improvement, best_epoch
 from src.training.callbacks.resume import ResumeState
@@ -96,3 +99,19 @@ def test_a_state_saved_with_the_score_alone_resumes_with_any_bce_breaking_the_ti
 def test_an_epoch_without_the_tie_break_metric_is_one_clear_error():
     with pytest.raises(ValueError, match="val_bce"):
         Improvement().update({MONITOR: 0.5})
+
+
+def test_the_curves_are_drawn_with_the_kept_epoch_and_a_failure_is_only_a_warning(
+    tmp_path, caplog
+):
+    rows = [f"{epoch},0.001,0.5,0.4,{score},{bce}" for epoch, (score, bce) in enumerate(EPOCHS)]
+    csv = tmp_path / "log.csv"
+    csv.write_text("\n".join(["epoch,lr,train_loss,val_loss,val_lwlrap,val_bce", *rows]) + "\n")
+    state = Engine(stacking_model().train_step).state
+    TrainingCurves(csv, tmp_path / "curves.png", "fold 0").complete(state)
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    # A log that cannot be read leaves training alone: one warning naming the picture.
+    with caplog.at_level(logging.WARNING):
+        TrainingCurves(tmp_path / "missing.csv", tmp_path / "x.png", "fold 1").complete(state)
+    assert "could not draw" in caplog.text and "x.png" in caplog.text
+    assert not (tmp_path / "x.png").exists()

@@ -16,9 +16,8 @@ log = logging.getLogger(__name__)
 
 class TrainingCurves(Callback):
     """Redraws `curves.png` (losses, val lwlrap with the kept epoch, learning rate) from log.csv:
-    after an epoch
-    when `min_interval` seconds have passed since training started or since the last drawing,
-    and when training ends.
+    after an epoch when `min_interval` seconds have passed since training started or since the
+    last drawing, and when training ends.
 
     Drawing takes about half a second, longer than a small model's epoch: every epoch would
     make plotting most of a smoke run or of a stacking fold.
@@ -44,9 +43,9 @@ class TrainingCurves(Callback):
 
         self.last_drawn = time.monotonic()
         try:
-            log = pd.read_csv(self.csv_path)
-            best = best_epoch(log.to_dict("records"))
-            plot_training_curves(log, self.png_path, self.title, best)
+            rows = pd.read_csv(self.csv_path)
+            best = best_epoch(rows.to_dict("records"))
+            plot_training_curves(rows, self.png_path, self.title, best)
         except Exception as error:  # a plot must never stop training
             log.warning("could not draw %s: %s", self.png_path, error)
 

@@ -101,9 +101,7 @@ def test_an_epoch_without_the_tie_break_metric_is_one_clear_error():
         Improvement().update({MONITOR: 0.5})
 
 
-def test_the_curves_are_drawn_with_the_kept_epoch_and_a_failure_is_only_a_warning(
-    tmp_path, caplog
-):
+def test_the_curves_are_drawn_with_the_kept_epoch_and_a_failure_is_only_a_warning(tmp_path, caplog):
     rows = [f"{epoch},0.001,0.5,0.4,{score},{bce}" for epoch, (score, bce) in enumerate(EPOCHS)]
     csv = tmp_path / "log.csv"
     csv.write_text("\n".join(["epoch,lr,train_loss,val_loss,val_lwlrap,val_bce", *rows]) + "\n")

@@ -33,7 +33,10 @@ class Improvement:
         far; if so, it becomes the best."""
         for name in (MONITOR, TIE_BREAK):
             if name not in metrics:
-                raise ValueError(f"metric {name!r} not found in the epoch's metrics")
+                raise ValueError(
+                    f"metric {name!r} not found in the epoch's metrics (a fold validates with "
+                    "src.training.parts.validation_metrics())"
+                )
         score, loss = float(metrics[MONITOR]), float(metrics[TIE_BREAK])
         if score > self.score or (score == self.score and loss < self.loss):
             self.score, self.loss = score, loss

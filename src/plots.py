@@ -52,7 +52,9 @@ def plot_training_curves(
         axes[1].plot(log["epoch"], log["val_lwlrap"], marker=".", color="tab:green")
         if best is not None:
             epoch, score = log["epoch"].iloc[best], log["val_lwlrap"].iloc[best]
-            axes[1].annotate(f"kept {score:.4f} @ {epoch}", (epoch, score))
+            axes[1].plot([epoch], [score], "*", color="tab:red", markersize=12,
+                         label=f"kept: {score:.4f} at epoch {epoch}")  # fmt: skip
+            axes[1].legend(loc="lower right")
     axes[1].set_title("validation lwlrap")
     lr = pd.to_numeric(log["lr"].astype(str).str.strip("[]").str.split(",").str[0], errors="coerce")
     axes[2].semilogy(log["epoch"], lr, marker=".", color="tab:red")

@@ -31,7 +31,7 @@ from src.experiment_files import load_experiment
 from src.models.argus_models import FreesoundModel
 from src.training.datasets import ClipDataset, EpochSampler, ProbabilityMix
 from src.training.loop import run_fold
-from src.training.parts import FoldParts, Schedule, validation_metrics
+from src.training.parts import FoldParts, Schedule
 
 DIGITS = Vocabulary(tuple("0123456789"))
 CPU_TRANSFORMS = load_experiment("corr_noisy_007", scale="cpu")["transforms"]
@@ -110,7 +110,6 @@ def fsdd_learning(
         DataLoader(mix, batch_size=settings.batch_size, sampler=sampler, drop_last=True),
         DataLoader(val, batch_size=128),
         sampler,
-        validation_metrics(),
     )
     schedule = Schedule(
         max_epochs=settings.epochs, early_stopping=settings.epochs, patience=3, factor=0.6

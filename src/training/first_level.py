@@ -28,7 +28,7 @@ from src.training.datasets import (
 )
 from src.training.distributed import distribute, shard_dataset
 from src.training.finetune import FreezeBackbone, Source, initialise, resolve_source
-from src.training.parts import FoldParts, RunOptions, validation_metrics
+from src.training.parts import FoldParts, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,7 @@ def build_fold(data: FirstLevelData, fold: int, options: RunOptions) -> FoldPart
         model.batch_transform = augment_batch
     if options.compile:
         model.nn_module = torch.compile(model.nn_module)
-    parts = FoldParts(
-        model, train_loader, val_loader, sampler, validation_metrics(), extra_callbacks=extra
-    )
+    parts = FoldParts(model, train_loader, val_loader, sampler, extra_callbacks=extra)
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm
     )

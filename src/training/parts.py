@@ -75,6 +75,6 @@ class FoldParts:
     train_loader: object
     val_loader: object
     sampler: object | None = None  # has set_epoch(epoch) when the data depends on the epoch
-    metrics: list[Metric] = field(default_factory=validation_metrics)
+    metrics: list[Metric] = field(default_factory=validation_metrics)  # the same for every fold
     is_main: bool = True  # False on DDP ranks other than 0: they write nothing
     extra_callbacks: list[Callback] = field(default_factory=list)

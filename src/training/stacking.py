@@ -23,7 +23,7 @@ from src.models.argus_models import StackingModel, model_params
 from src.runs import check_oof_inputs, check_trained_folds, read_oof_tiles
 from src.training.datasets import EpochSampler, StackingDataset, loader_generator
 from src.training.distributed import distribute, shard_dataset
-from src.training.parts import FoldParts, RunOptions, validation_metrics
+from src.training.parts import FoldParts, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def build_stacking_fold(data: StackingData, fold: int, options: RunOptions) -> F
         config, len(data.vocabulary), options.device, in_channels=data.inputs[0].shape[1]
     )
     model = StackingModel(params)
-    parts = FoldParts(model, train_loader, val_loader, sampler, validation_metrics())
+    parts = FoldParts(model, train_loader, val_loader, sampler)
     return distribute(
         parts, options.rank, options.world_size, options.device, options.sync_batchnorm
     )

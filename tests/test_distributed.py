@@ -4,6 +4,7 @@ the GPU augmentation path wired into a training step (run on CPU tensors)."""
 import os
 import subprocess
 import sys
+import time
 from functools import partial
 
 import numpy as np
@@ -87,8 +88,10 @@ def test_two_process_gloo_ddp_matches_one_process(tiny_tree, tmp_path):
     assert lines == 1
 
 
-def micro_builder(marker_dir, device):
-    """Picklable fold builder for the fold queue; records every fold it builds."""
+def micro_builder(marker_dir, device, workers=1):
+    """Picklable fold builder for the fold queue; records every fold it builds. With
+    `workers` > 1 a worker's first fold waits (up to a minute) until that many workers have
+    taken one, so a fast worker cannot drain the queue before a slow one has started."""
     paths = get_paths()
     data = load_first_level_data(
         micro_config("corrections_002", max_epochs=1), paths, load_vocabulary(paths), "if-present"
@@ -96,9 +99,16 @@ def micro_builder(marker_dir, device):
 
     def build(fold):
         (marker_dir / f"fold{fold}-pid{os.getpid()}").write_text(device)
+        deadline = time.monotonic() + 60
+        while _workers_seen(marker_dir) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
         return build_fold(data, fold, RunOptions(device=device))
 
     return build
+
+
+def _workers_seen(marker_dir):
+    return len({p.name.split("pid")[1] for p in marker_dir.iterdir()})
 
 
 def test_fold_queue_trains_each_fold_exactly_once(tiny_data, tmp_path):
@@ -107,12 +117,12 @@ def test_fold_queue_trains_each_fold_exactly_once(tiny_data, tmp_path):
     micro_builder(tmp_path, "cpu")  # extracts the spectrogram stores before the workers start
     experiment = tmp_path / "experiment"
     schedule = Schedule.from_config(micro_config("corrections_002", max_epochs=1))
-    builder = partial(micro_builder, markers)
+    builder = partial(micro_builder, markers, workers=2)
     results = train_folds_parallel(experiment, range(5), builder, schedule, "queue", ["cpu", "cpu"])
     assert sorted(results) == [0, 1, 2, 3, 4]
     built = sorted(p.name.split("-")[0] for p in markers.iterdir())
     assert built == [f"fold{k}" for k in range(5)]  # each fold built once, no fold twice
-    assert len({p.name.split("pid")[1] for p in markers.iterdir()}) == 2  # both workers worked
+    assert _workers_seen(markers) == 2  # both workers worked
     for k in range(5):
         assert (
             results[k]["device"] == "cpu" and (experiment / f"fold_{k}" / FINISHED_FILE).is_file()

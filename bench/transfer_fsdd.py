@@ -14,7 +14,8 @@ checkpoint for the trained arms, the probe experiment for the probe). Arms:
 
     scratch     train_folds.py --experiment corr_noisy_007 --scale cpu --folds 0 --seed S
     finetune    the same with --init-from SOURCE_CHECKPOINT (the default `finetune` settings)
-    <variant>   the same with --set finetune.KEY=VALUE (--variant NAME:KEY=V,KEY=V, repeatable)
+    <variant>   the same with --set finetune.KEY=VALUE (--variant NAME:KEY=V,KEY=V, repeatable;
+                a key that is no `finetune` setting is a configuration path: early_stopping=12)
     probe       train_probe.py --init-from SOURCE_CHECKPOINT --experiment probe (only where
                 train_probe.py exists; once per size: a logistic regression has no seed, and a
                 second run would reuse the cached embeddings; its whole run is timed)
@@ -41,6 +42,7 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from src.experiments import FINETUNE_DEFAULTS  # noqa: E402
 from src.runs import best_checkpoint, fold_dir  # noqa: E402
 
 FSDD = REPO_ROOT.parent / "shared/data/real-audio/fsdd"
@@ -64,6 +66,13 @@ def score_line(stdout: str) -> float:
     line = next(x for x in stdout.splitlines() if x.startswith("scored "))
     words = line.replace(",", "").split()
     return float(words[words.index("lwlrap") + 1])
+
+
+def setting(text: str) -> str:
+    """A variant's KEY=V as train_folds.py's --set: a `finetune` setting by its own name
+    (backbone_lr_scale=0.3), any other by its path (early_stopping=null)."""
+    key = text.partition("=")[0]
+    return f"finetune.{text}" if key in FINETUNE_DEFAULTS else text
 
 
 def layout(table: pd.DataFrame, test: pd.DataFrame, work: Path, env: dict) -> Path:
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = {} if args.no_finetune else {"finetune": []}
     for text in args.variant:
         name, _, settings = text.partition(":")
-        variants[name] = [x for kv in settings.split(",") for x in ("--set", f"finetune.{kv}")]
+        variants[name] = [x for kv in settings.split(",") for x in ("--set", setting(kv))]
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)

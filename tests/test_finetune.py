@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -234,6 +235,32 @@ def test_after_the_frozen_epochs_the_backbone_trains_at_its_share(source_trained
         changed = [k for k in before if not is_head(k) and not torch.equal(before[k], best[k])]
         epoch = int(best_checkpoint(folder)[0].name.split("-")[1])
         assert bool(changed) == (epoch >= 1)
+
+
+def test_frozen_epochs_run_under_torchrun(source_trained, tmp_path):
+    """Two gloo ranks: DDP is rebuilt when the backbone freezes and when it thaws (a wrapper
+    built over every weight fails the frozen epoch; one built over the heads, the next)."""
+    spec = experiment_file(tmp_path, "ft_ddp", finetune={"freeze_epochs": 1}, max_epochs=2)
+    args = ["--experiment", spec, "--init-from", "corrections_002", *ARGS, "--folds", "0"]
+    args += ["--set", "epoch_size=64"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*torchrun, "--master_port", "29534", "train_folds.py", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = get_paths().experiment_dir("ft_ddp") / "fold_0"
+    assert len(pd.read_csv(folder / "log.csv")) == 2
+    before = state_of(best_checkpoint(source_trained / "fold_0")[0])
+    kept = best_checkpoint(folder)[0]
+    after = state_of(kept)
+    changed = [k for k in before if not is_head(k) and not torch.equal(before[k], after[k])]
+    assert any(not torch.equal(before[k], after[k]) for k in before if is_head(k))
+    assert bool(changed) == (int(kept.name.split("-")[1]) >= 1)
 
 
 def test_a_changed_source_is_a_changed_configuration(source_trained, tmp_path, capsys):

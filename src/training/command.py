@@ -237,11 +237,6 @@ def train_command(argv: list[str] | None, description: str, kind: str) -> int:
         if launched_by_torchrun():
             if args.gpus:
                 raise ConfigError("--gpus (folds in parallel) cannot be combined with torchrun")
-            if source is not None and config["finetune"]["freeze_epochs"] > 0:
-                raise ConfigError(
-                    "finetune.freeze_epochs > 0 cannot run under torchrun (DDP needs every "
-                    "weight's gradient); use --set finetune.freeze_epochs=0 or --gpus"
-                )
             context = init_distributed(options.device)
             options = replace(
                 options, device=context.device, rank=context.rank, world_size=context.world_size

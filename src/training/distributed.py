@@ -84,6 +84,17 @@ def wrap_model(model, device: str, sync_batchnorm: bool = False) -> None:
     model.nn_module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
+def rewrap_model(model) -> None:
+    """A fresh DDP wrapper around the argus model's network, where it has one. DDP fixes the
+    parameters it synchronises when it is built (those that take gradients), so a change of
+    which ones do (a fine-tune's frozen backbone epochs) needs a new wrapper on every rank."""
+    module = model.nn_module
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        model.nn_module = nn.parallel.DistributedDataParallel(
+            module.module, device_ids=module.device_ids
+        )
+
+
 def shard_dataset(dataset, rank: int, world_size: int) -> Subset:
     """This rank's share of the validation clips: rank, rank + W, rank + 2W, ..."""
     return Subset(dataset, range(rank, len(dataset), world_size))

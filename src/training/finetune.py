@@ -38,6 +38,7 @@ from src.runs import (
     find_experiment,
     read_checkpoint,
 )
+from src.training.distributed import rewrap_model
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +286,17 @@ def describe_copied(copied: Sequence[str], classes: Sequence[str]) -> str:
 
 
 class FreezeBackbone(Callback):
-    """Only the heads train in the epochs before `epochs`; then every weight does."""
+    """Only the heads train in the epochs before `epochs`; then every weight does (under
+    torchrun each change of the trained weights rebuilds the DDP wrapper)."""
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
     def epoch_start(self, state: State) -> None:
-        state.model.freeze_backbone(state.epoch < self.epochs)
+        frozen = state.epoch < self.epochs
+        if frozen != state.model.backbone_frozen:
+            state.model.freeze_backbone(frozen)
+            rewrap_model(state.model)
 
     def complete(self, state: State) -> None:
         state.model.freeze_backbone(False)

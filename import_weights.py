@@ -16,11 +16,19 @@ and nothing is written for it; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from src.cli import add_data_dir, add_force, fail, setup_logging, use_data_dir
-from src.config import ConfigError, get_paths, load_vocabulary
+from src.config import (
+    REPO_ROOT,
+    ConfigError,
+    Vocabulary,
+    get_paths,
+    load_vocabulary,
+    vocabulary_source,
+)
 from src.tools.import_weights import format_table, import_source
 
 
@@ -45,16 +53,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def own_classes_message(source: Path, data_dir: Path, vocabulary: Vocabulary) -> str:
+    """Why the released networks stay out of a data directory with classes of its own, and
+    where they go instead: one data directory holds one set of classes."""
+    released = REPO_ROOT / "data"
+    if released.resolve() == data_dir.resolve():
+        released = released / "released"
+    command = " ".join(
+        shlex.quote(str(word))
+        for word in ("python", "import_weights.py", source, "--data-dir", released)
+    )
+    return (
+        f"{data_dir} has {len(vocabulary)} classes of its own ({vocabulary_source()}), and the "
+        f"released networks predict FAT2019's 80: import them into a data directory of their "
+        f"own, `{command}`, then start from one with --init-from "
+        f"{shlex.quote(str(released / 'experiments'))}/EXPERIMENT"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_data_dir(args)
     setup_logging()
     try:
         paths = get_paths()
+        vocabulary = load_vocabulary(paths)
+        if vocabulary != Vocabulary():
+            raise ConfigError(own_classes_message(args.source, paths.input_dir, vocabulary))
         results = import_source(
             args.source,
             args.out or paths.experiments_dir,
-            load_vocabulary(paths),
+            vocabulary,
             force=args.force,
             only=[name for name in args.experiments.split(",") if name],
         )

@@ -309,6 +309,38 @@ def test_a_wrong_source_is_one_line_and_nothing_is_written(source_trained, tmp_p
     assert not get_paths().experiment_dir("ft4").exists()
 
 
+def test_a_source_in_another_data_directory_is_named_by_its_folder(
+    source_trained, tmp_path, capsys
+):
+    """The released networks live in a data directory of FAT2019's classes, one's own sounds
+    in another: --init-from takes an experiment folder (with :K) wherever it is."""
+    spec = experiment_file(tmp_path, "ft_away", max_epochs=1)
+    common = ["--experiment", spec, *ARGS]
+    err = one_line_error(
+        ["--experiment", "corrections_002", *ARGS, "--init-from", str(source_trained)], capsys
+    )
+    assert "the source is the experiment being trained" in err
+    away = tmp_path / "released" / "experiments" / "corrections_002"
+    away.parent.mkdir(parents=True)
+    source_trained.rename(away)
+    err = one_line_error([*common, "--init-from", "corrections_002", "--folds", "0"], capsys)
+    assert f"no experiment 'corrections_002' in {source_trained.parent}" in err
+    assert "--init-from path/to/experiments/corrections_002" in err
+    err = one_line_error(
+        [*common, "--init-from", str(away.parent / "nope"), "--folds", "0"], capsys
+    )
+    assert f"no experiment folder {away.parent / 'nope'}" in err
+    err = one_line_error([*common, "--init-from", str(away), "--folds", "1"], capsys)
+    assert f"start every fold from one of them with --init-from {away}:K" in err
+    relative = os.path.relpath(away)  # as a user types data/experiments/NAME
+    args = [*common, "--init-from", f"{relative}:0", "--folds", "0"]
+    assert train_command(args, "", kind="cnn") == 0
+    checkpoint = best_checkpoint(away / "fold_0")[0]
+    record = read_params(get_paths().experiment_dir("ft_away"))["init_from"]
+    assert record["source"] == f"{relative}:0" and record["name"] == "corrections_002"
+    assert record["folds"]["0"]["sha256"] == checkpoint_digest(checkpoint)
+
+
 def test_the_original_recipe_file_resolves_to_after_train_folds():
     config = load_experiment(str(REPO_ROOT / "docs" / "after_train_folds.json"))
     assert config["optimizer"]["params"]["lr"] == 3e-4

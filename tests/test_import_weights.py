@@ -216,6 +216,40 @@ def test_cli_from_zip_refuses_overwrite_without_force(original, tmp_path, capsys
     assert best_checkpoint(out / "corrections_002" / "fold_0") is not None
 
 
+def test_a_data_directory_of_other_classes_is_refused_with_a_command_that_runs(
+    original, tmp_path, capsys, monkeypatch
+):
+    """The released networks predict FAT2019's 80 classes: a data directory of one's own sounds
+    (its sample_submission.csv) gets one line and nothing written, and the command in that line
+    imports them into a directory of their own, from where --init-from takes them."""
+    import shlex
+
+    import import_weights
+    import src.cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    pd.DataFrame(columns=["fname", "Bark", "my_door"]).to_csv(
+        mine / "sample_submission.csv", index=False
+    )
+    monkeypatch.setattr(import_weights, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(src.cli, "_data_dir_option", None)
+    monkeypatch.setenv("FREESOUND_DATA_DIR", str(mine))
+    source = original / "experiments"
+
+    assert import_weights.main([str(source), "--experiments", "corrections_002"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"{mine} has 2 classes of its own" in err and "FAT2019's 80" in err
+    assert not (mine / "experiments").exists()
+    command = shlex.split(err.split("`")[1])
+    assert command[:2] == ["python", "import_weights.py"]
+    assert import_weights.main(command[2:]) == 0
+    released = tmp_path / "repo" / "data" / "experiments"
+    assert f"--init-from {released}/EXPERIMENT" in err
+    assert best_checkpoint(released / "corrections_002" / "fold_0") is not None
+
+
 # ----------------------------------------------------------------------------------------------
 # The imported tree drives the pipeline's prediction scripts
 # ----------------------------------------------------------------------------------------------

@@ -153,7 +153,9 @@ def find_corrections(
     path = corrections_dir / name
     if not path.is_file():
         if mode == "if-present":
-            log.warning("correction file %s not found: training without it (smoke run)", path)
+            log.warning(
+                "correction file %s not found: training without it (optional at this scale)", path
+            )
             return None
         raise ConfigError(
             f"{path}: correction file not found. Make one with make_corrections.py, copy the "

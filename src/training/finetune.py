@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from argus.engine import State
 from torch import nn
 
 from src.config import ConfigError
+from src.experiments import EXPERIMENTS
 from src.library_internals import plain_module, strip_compile_prefix
 from src.models import MODELS, AuxSkipAttention
 from src.models.heads import output_layers
@@ -58,6 +60,12 @@ class Source:
     experiment: TrainedExperiment | None = None  # None: a checkpoint file
     fold_rule: int | None = None
 
+    @property
+    def base(self) -> str:
+        """The spec without its :K, as the user wrote it (a name or a folder)."""
+        match = FOLD_SUFFIX.match(self.spec)
+        return match["name"] if match else self.spec
+
     def checkpoint(self, fold: int) -> tuple[int | None, Path]:
         """(the source's fold, its checkpoint) that target fold `fold` starts from."""
         return self.checkpoints([fold])[fold]
@@ -78,8 +86,8 @@ class Source:
             raise ConfigError(
                 f"--init-from {self.spec}: experiment {self.name!r} has no checkpoint for "
                 f"{which} (trained: {','.join(map(str, trained))}); start every fold from one "
-                f"of them with --init-from {self.name}:K (e.g. --init-from "
-                f"{self.name}:{trained[0]}), or choose --folds {','.join(map(str, trained))}"
+                f"of them with --init-from {self.base}:K (e.g. --init-from "
+                f"{self.base}:{trained[0]}), or choose --folds {','.join(map(str, trained))}"
             )
         return {
             fold: (source_fold, self.experiment.folds[source_fold][0])
@@ -116,8 +124,9 @@ def _network_of(state: dict) -> tuple[tuple[str, dict], list[float] | None, int]
 
 
 def resolve_source(spec: str, experiments_dir: Path, target: str) -> Source:
-    """The source `spec` names (an experiment, NAME:K, or a .pth file), checked to be a trained
-    first-level network, or one error naming what is wrong."""
+    """The source `spec` names (an experiment of `experiments_dir`, an experiment folder
+    anywhere, either with :K, or a .pth file), checked to be a trained first-level network, or
+    one error naming what is wrong."""
     spec = str(spec)
     if is_checkpoint_spec(spec):
         path = Path(spec)
@@ -129,10 +138,21 @@ def resolve_source(spec: str, experiments_dir: Path, target: str) -> Source:
     if match is None and ":" in spec:  # experiment names hold no ':'
         raise ConfigError(f"--init-from {spec}: expected NAME:K with a fold number K")
     name, fold_rule = (match["name"], int(match["fold"])) if match else (spec, None)
-    if name == target:
+    own = experiments_dir
+    if "/" in name or os.sep in name:  # names hold no separator: a folder, e.g. data/experiments/X
+        folder = Path(name)
+        if not folder.is_dir():
+            raise ConfigError(f"--init-from {spec}: no experiment folder {folder}")
+        experiments_dir, name = folder.resolve().parent, folder.resolve().name
+    if (experiments_dir / name).resolve() == (own / target).resolve():
         raise ConfigError(
             f"--init-from {spec}: the source is the experiment being trained; fine-tune into "
             "another name (an experiment file with its own `name`)"
+        )
+    if name in EXPERIMENTS and not (experiments_dir / name).is_dir():
+        raise ConfigError(
+            f"--init-from {spec}: no experiment {name!r} in {experiments_dir}; import or train it "
+            f"there, or give its folder (--init-from path/to/experiments/{name}) or a checkpoint"
         )
     experiment = find_experiment(experiments_dir, name)
     if experiment.kind != "cnn":

@@ -59,10 +59,7 @@ def own_classes_message(source: Path, data_dir: Path, vocabulary: Vocabulary) ->
     released = REPO_ROOT / "data"
     if released.resolve() == data_dir.resolve():
         released = released / "released"
-    command = " ".join(
-        shlex.quote(str(word))
-        for word in ("python", "import_weights.py", source, "--data-dir", released)
-    )
+    command = shlex.join(["python", "import_weights.py", str(source), "--data-dir", str(released)])
     return (
         f"{data_dir} has {len(vocabulary)} classes of its own ({vocabulary_source()}), and the "
         f"released networks predict FAT2019's 80: import them into a data directory of their "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,7 +138,7 @@ def resolve_source(spec: str, experiments_dir: Path, target: str) -> Source:
         raise ConfigError(f"--init-from {spec}: expected NAME:K with a fold number K")
     name, fold_rule = (match["name"], int(match["fold"])) if match else (spec, None)
     own = experiments_dir
-    if "/" in name or os.sep in name:  # names hold no separator: a folder, e.g. data/experiments/X
+    if len(Path(name).parts) > 1:  # names are one path part: a folder, e.g. data/experiments/X
         folder = Path(name)
         if not folder.is_dir():
             raise ConfigError(f"--init-from {spec}: no experiment folder {folder}")
